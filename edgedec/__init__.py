@@ -1,12 +1,19 @@
 """edgedec: fast offline decoding of small language models.
 
     import edgedec
-    model = edgedec.load()                       # the default bundle (exported on first use by the CLI)
+    model = edgedec.load()                       # the default bundle, exported on first use
     for r in model.stream_generate("Hello", max_tokens=32):
         print(r.text, end="", flush=True)
 """
-from .api import Model, load
-from .errors import EdgedecError
-
-__all__ = ["Model", "load", "EdgedecError"]
 __version__ = "0.1.0"
+__all__ = ["Model", "load", "EdgedecError"]
+
+
+def __getattr__(name):  # keep `import edgedec.bundle` etc. light: onnxruntime loads only when needed
+    if name in ("Model", "load"):
+        from . import api
+        return getattr(api, name)
+    if name == "EdgedecError":
+        from .errors import EdgedecError
+        return EdgedecError
+    raise AttributeError(name)

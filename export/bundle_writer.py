@@ -1,0 +1,136 @@
+"""Write a bundle atomically: everything goes into a temporary sibling directory, which is renamed into
+place only when complete. An interrupted export (Ctrl-C, error, kill) leaves no half-written bundle; a
+stale temporary directory from a killed export is removed by the next export to the same place.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from edgedec.bundle import FORMAT, MANIFEST, VERSION, sha256
+from edgedec.errors import EdgedecError
+
+from .graphs import QUANTS, build_head, build_segment
+from .sources import load_source
+
+
+def default_cuts(n_layers: int) -> list[int]:
+    """Segment ends: every 6 layers, so self-speculation and early exit can stop at 6, 12, 18, 24."""
+    return sorted(set(list(range(6, n_layers, 6)) + [n_layers]))
+
+
+def parse_cuts(text: str | None, n_layers: int) -> list[int]:
+    if not text:
+        return default_cuts(n_layers)
+    try:
+        cuts = sorted({int(c) for c in text.split(",") if c.strip()} | {n_layers})
+    except ValueError:
+        raise EdgedecError(f"--cuts '{text}' is not a comma-separated list of layer numbers, e.g. 6,12,18") from None
+    if cuts[0] < 1 or cuts[-1] > n_layers:
+        raise EdgedecError(f"--cuts must lie in 1..{n_layers - 1} for this {n_layers}-layer model")
+    return cuts
+
+
+def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> tuple[Path, dict]:
+    """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest)."""
+    if quant not in QUANTS:
+        raise EdgedecError(f"--quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
+    src = load_source(source)
+    cfg = src.config
+    cut_list = parse_cuts(cuts, cfg.n_layers)
+    out = Path(out).expanduser().resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None))
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out, manifest
+
+
+def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> dict:
+    cfg = src.config
+    starts = [0] + cuts[:-1]
+    steps = len(cuts) + 3
+    errors: dict[str, dict] = {}
+    segments = []
+    for n, (a, b) in enumerate(zip(starts, cuts)):
+        progress(f"layers {a}-{b - 1}", n, steps)
+        model, errs = build_segment(src, a, b, quant, cfg.context)
+        name = f"layers_{a}_{b}.onnx"
+        _save(model, tmp / name)
+        errors.update(errs)
+        segments.append({"start": a, "end": b, "file": name})
+    progress("head", len(cuts), steps)
+    model, errs = build_head(src, quant)
+    _save(model, tmp / "head.onnx")
+    errors.update(errs)
+
+    progress("tokenizer", len(cuts) + 1, steps)
+    (tmp / "tokenizer.json").write_text(src.tokenizer.json)
+    gguf = None
+    if src.gguf_path is not None:
+        progress("gguf", len(cuts) + 2, steps)
+        shutil.copyfile(src.gguf_path, tmp / "model.gguf")
+        gguf = {"file": "model.gguf", "source": str(src.gguf_path)}
+
+    worst = max(errors.items(), key=lambda kv: kv[1]["rel_rms"], default=(None, None))
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256(f)} for f in sorted(tmp.iterdir())}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"name": src.name, "source": str(src.path), "source_types": _type_counts(src)},
+        "config": cfg.to_dict(),
+        "segments": segments,
+        "head": {"file": "head.onnx"},
+        "quant": {"mode": quant, "block_size": 32, "accuracy_level": 4 if quant != "fp32" else None,
+                  "worst": {"tensor": worst[0], **(worst[1] or {})}, "errors": errors},
+        "tokenizer": {"file": "tokenizer.json", "bos_id": src.tokenizer.bos_id,
+                      "eos_ids": list(src.tokenizer.eos_ids), "add_bos": src.tokenizer.add_bos},
+        "chat_template": src.chat_template,
+        "gguf": gguf,
+        "drafts": [],
+        "adapters": [],
+        "defaults": {},
+        "files": files,
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    progress("done", steps, steps)
+    return manifest
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=0)
+
+
+def _type_counts(src) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in src.tensor_types.values():
+        counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename tmp -> out; an existing bundle at `out` is replaced only once the new one is complete."""
+    if out.exists():
+        if not (out / MANIFEST).exists():
+            raise EdgedecError(f"{out} exists and is not an edgedec bundle; choose another -o or remove it")
+        old = out.with_name(f".{out.name}.old-{int(time.time())}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)

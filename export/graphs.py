@@ -1,0 +1,179 @@
+"""ONNX graphs built straight from the weights, one per *segment* of layers, plus one for the LM head.
+
+A bundle cut at points [c1, c2, ...] holds segments [0:c1], [c1:c2], ..., [cn:L]; the first one starts
+with the token embedding. Any range of layers that starts and ends on a cut point runs as a chain of
+segments, which is what self-speculation (draft with [0:E]) and early exit need.
+
+Segment graph, for layers a..b-1 (each layer in ORT's fused contrib ops):
+
+    input_ids [1,S] ──Gather──┐   (first segment)    or   hidden_in [1,S,H]
+                              ▼
+         ┌──────────────── residual ─────────────────────────────────────────┐
+         │  SimplifiedLayerNorm / SkipSimplifiedLayerNorm (adds the residual)  │
+         │  MatMulNBits(QKV packed) → GroupQueryAttention(rotary interleaved,  │
+         │       past_key_i/past_value_i: shared buffers [1, kv, max_len, d])  │
+         │  MatMulNBits(o) → SkipSimplifiedLayerNorm → MatMulNBits(gate), (up) │
+         │  Sigmoid·Mul·Mul (SwiGLU) → MatMulNBits(down) → next layer's skip   │
+         └────────────────────────────────────────────────────────────────────┘
+                              ▼
+                      hidden_out [1,S,H]
+
+    head: hidden [1,S,H] → SimplifiedLayerNorm(output_norm) → MatMul(NBits) LM head → logits [1,S,V]
+
+GroupQueryAttention writes the new keys/values into the cache buffer in place (past and present are bound
+to the same memory) at positions seqlens_k+1-S .. seqlens_k, and applies rotary from those positions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .quant import BLOCK, QuantError, quantize_int4, quantize_int8, quantize_rows_int8
+
+OPSET = 21
+MS = "com.microsoft"
+QUANTS = ("int4", "int8", "fp32")
+
+
+@dataclass
+class Builder:
+    """Collects nodes and initializers; names are path-like: /model/layers.3/attn/qkv/MatMul."""
+    quant: str
+    nodes: list = field(default_factory=list)
+    inits: list = field(default_factory=list)
+    errors: dict[str, dict] = field(default_factory=dict)   # weight name -> QuantError.to_dict()
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str, n_out: int = 1, domain: str = "", **attrs) -> list[str]:
+        outs = [f"{name}/output_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
+        return outs
+
+    def linear(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
+        """x [1,S,K] @ w[N,K]^T, w quantized per the builder's mode; records the quantization error."""
+        n, k = w.shape
+        if self.quant == "fp32":
+            return self.node("MatMul", [x, self.init(f"{name}.weight", w.T)], f"{name}/MatMul")[0]
+        if self.quant == "int4":
+            codes, scales, zp, err = quantize_int4(w)
+            bits = 4
+        else:
+            codes, scales, zp, err = quantize_int8(w)
+            bits = 8
+        self.errors[weight_name] = err.to_dict()
+        ins = [x, self.init(f"{name}.qweight", codes), self.init(f"{name}.scales", scales),
+               self.init(f"{name}.zero_points", zp)]
+        # accuracy_level 4: activations are quantized to int8 inside the kernel (as llama.cpp does with Q8).
+        return self.node("MatMulNBits", ins, f"{name}/MatMulNBits", domain=MS,
+                         K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=4)[0]
+
+
+def _rope_cache(cfg, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    inv = cfg.rope_base ** (-np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim)
+    ang = np.arange(max_len, dtype=np.float64)[:, None] * inv[None, :]     # [max_len, d/2]
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def _embedding(b: Builder, src, ids: str) -> str:
+    w = src.tensor("token_embd.weight")                                    # [V, H]
+    if b.quant == "fp32":
+        return b.node("Gather", [b.init("embed.weight", w), ids], "/model/embed/Gather")[0]
+    codes, scales, err = quantize_rows_int8(w)                             # [V,H] i8, [V,H/32]
+    b.errors["token_embd.weight (embedding)"] = err.to_dict()
+    q = b.node("Gather", [b.init("embed.qweight", codes), ids], "/model/embed/GatherCodes")[0]    # [1,S,H]
+    s = b.node("Gather", [b.init("embed.scales", scales), ids], "/model/embed/GatherScales")[0]  # [1,S,H/32]
+    qf = b.node("Cast", [q], "/model/embed/Cast", to=TensorProto.FLOAT)[0]
+    blocks = b.node("Reshape", [qf, b.init("embed.block_shape", np.array([1, -1, w.shape[1] // BLOCK, BLOCK]))],
+                    "/model/embed/ToBlocks")[0]
+    s4 = b.node("Unsqueeze", [s, b.init("embed.axis", np.array([-1]))], "/model/embed/ScalesUnsqueeze")[0]
+    deq = b.node("Mul", [blocks, s4], "/model/embed/Dequant")[0]
+    return b.node("Reshape", [deq, b.init("embed.out_shape", np.array([1, -1, w.shape[1]]))],
+                  "/model/embed/FromBlocks")[0]
+
+
+def build_segment(src, start: int, end: int, quant: str, max_len: int) -> tuple[onnx.ModelProto, dict]:
+    """Graph for layers [start, end). The first segment (start == 0) takes input_ids, others hidden_in."""
+    cfg = src.config
+    b = Builder(quant)
+    f32 = TensorProto.FLOAT
+    cache_shape = [1, cfg.n_kv_heads, "max_len", cfg.head_dim]
+    inputs = []
+    if start == 0:
+        inputs.append(helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, "S"]))
+        residual = _embedding(b, src, "input_ids")
+    else:
+        inputs.append(helper.make_tensor_value_info("hidden_in", f32, [1, "S", cfg.hidden]))
+        residual = "hidden_in"
+    inputs += [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+               helper.make_tensor_value_info("total_seq_len", TensorProto.INT32, [])]
+    outputs = [helper.make_tensor_value_info("hidden_out", f32, [1, "S", cfg.hidden])]
+    cos, sin = _rope_cache(cfg, max_len)
+    b.init("rope.cos", cos)
+    b.init("rope.sin", sin)
+
+    pending = None   # output of the previous sublayer, not yet added to the residual
+    for i in range(start, end):
+        p, w = f"/model/layers.{i}", (lambda n: src.tensor(f"blk.{i}.{n}.weight"))
+        # attention
+        if pending is None:
+            h = b.node("SimplifiedLayerNormalization", [residual, b.init(f"layers.{i}.attn_norm", w("attn_norm"))],
+                       f"{p}/attn_norm", axis=-1, epsilon=cfg.rms_eps)[0]
+        else:
+            h, _, _, residual = b.node("SkipSimplifiedLayerNormalization",
+                                       [pending, residual, b.init(f"layers.{i}.attn_norm", w("attn_norm"))],
+                                       f"{p}/attn_norm", n_out=4, domain=MS, epsilon=cfg.rms_eps)
+        qkv_w = np.concatenate([w("attn_q"), w("attn_k"), w("attn_v")], axis=0)
+        qkv = b.linear(h, qkv_w, f"{p}/attn/qkv", f"blk.{i}.attn_qkv.weight")
+        pk, pv = f"past_key_{i}", f"past_value_{i}"
+        inputs += [helper.make_tensor_value_info(pk, f32, cache_shape),
+                   helper.make_tensor_value_info(pv, f32, cache_shape)]
+        attn, k_out, v_out = b.node(
+            "GroupQueryAttention", [qkv, "", "", pk, pv, "seqlens_k", "total_seq_len", "rope.cos", "rope.sin"],
+            f"{p}/attn/GroupQueryAttention", n_out=3, domain=MS, num_heads=cfg.n_heads,
+            kv_num_heads=cfg.n_kv_heads, do_rotary=1, rotary_interleaved=1, scale=float(cfg.head_dim ** -0.5))
+        b.nodes[-1].output[1], b.nodes[-1].output[2] = f"present_key_{i}", f"present_value_{i}"
+        outputs += [helper.make_tensor_value_info(f"present_key_{i}", f32, cache_shape),
+                    helper.make_tensor_value_info(f"present_value_{i}", f32, cache_shape)]
+        o = b.linear(attn, w("attn_output"), f"{p}/attn/o_proj", f"blk.{i}.attn_output.weight")
+        # feed-forward (SwiGLU)
+        h, _, _, residual = b.node("SkipSimplifiedLayerNormalization",
+                                   [o, residual, b.init(f"layers.{i}.ffn_norm", w("ffn_norm"))],
+                                   f"{p}/ffn_norm", n_out=4, domain=MS, epsilon=cfg.rms_eps)
+        g = b.linear(h, w("ffn_gate"), f"{p}/mlp/gate_proj", f"blk.{i}.ffn_gate.weight")
+        u = b.linear(h, w("ffn_up"), f"{p}/mlp/up_proj", f"blk.{i}.ffn_up.weight")
+        sg = b.node("Sigmoid", [g], f"{p}/mlp/act/Sigmoid")[0]
+        silu = b.node("Mul", [g, sg], f"{p}/mlp/act/Mul")[0]
+        gu = b.node("Mul", [silu, u], f"{p}/mlp/Mul")[0]
+        pending = b.linear(gu, w("ffn_down"), f"{p}/mlp/down_proj", f"blk.{i}.ffn_down.weight")
+    b.node("Add", [pending, residual], "/model/residual/Add")
+    b.nodes[-1].output[0] = "hidden_out"
+    graph = helper.make_graph(b.nodes, f"layers_{start}_{end}", inputs, outputs, b.inits)
+    return _model(graph), b.errors
+
+
+def build_head(src, quant: str) -> tuple[onnx.ModelProto, dict]:
+    """Final RMSNorm and LM head: hidden [1,S,H] -> logits [1,S,V] (tied to the embedding when the model is)."""
+    cfg = src.config
+    b = Builder(quant)
+    h = b.node("SimplifiedLayerNormalization", ["hidden", b.init("output_norm", src.tensor("output_norm.weight"))],
+               "/model/norm", axis=-1, epsilon=cfg.rms_eps)[0]
+    name = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
+    b.linear(h, src.tensor(name), "/lm_head", f"{name} (lm head)")
+    b.nodes[-1].output[0] = "logits"
+    graph = helper.make_graph(
+        b.nodes, "head", [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [1, "S", cfg.hidden])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "S", cfg.vocab])], b.inits)
+    return _model(graph), b.errors
+
+
+def _model(graph) -> onnx.ModelProto:
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS, 1)],
+                          producer_name="edgedec")
+    m.ir_version = 10
+    return m

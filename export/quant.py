@@ -1,0 +1,91 @@
+"""Weight quantizers. Each returns the packed tensors and a `QuantError` measured against the float32
+weights it was given, so the manifest records (and the export prints) how far quantization moved them.
+
+int4: MatMulNBits layout, blocks of 32 along K, asymmetric with a 4-bit zero point per block:
+    w[n, k] ~= (code[n, k] - zp[n, k // 32]) * scale[n, k // 32]
+Codes are packed two per byte, low nibble first. For each block we search a few scales around the
+min-max one and keep the one with the smallest squared error: weights that were already 4-bit (GGUF Q4_1)
+sit on a grid whose offset an integer zero point cannot match exactly, and the search halves that error.
+
+int8: the same layout with 8-bit codes and a symmetric scale per block of 32 (zero point 128).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK = 32
+
+
+@dataclass(frozen=True)
+class QuantError:
+    max_abs: float   # largest |w - dequant(w)|
+    mean_abs: float  # mean |w - dequant(w)|
+    rel_rms: float   # rms(w - dequant(w)) / rms(w)
+
+    def to_dict(self) -> dict:
+        return {"max_abs": self.max_abs, "mean_abs": self.mean_abs, "rel_rms": self.rel_rms}
+
+
+def _error(w: np.ndarray, wq: np.ndarray) -> QuantError:
+    d = (w - wq).astype(np.float64)
+    rms_w = float(np.sqrt(np.mean(w.astype(np.float64) ** 2))) or 1.0
+    return QuantError(float(np.abs(d).max()), float(np.abs(d).mean()), float(np.sqrt(np.mean(d * d)) / rms_w))
+
+
+def _blocks(w: np.ndarray) -> np.ndarray:
+    n, k = w.shape
+    if k % BLOCK:
+        w = np.pad(w, ((0, 0), (0, BLOCK - k % BLOCK)))
+    return w.reshape(n, -1, BLOCK)
+
+
+def _pack_nibbles(codes: np.ndarray) -> np.ndarray:
+    """[..., 2m] uint8 in 0..15 -> [..., m] bytes, element 2j in the low nibble."""
+    if codes.shape[-1] % 2:
+        codes = np.concatenate([codes, np.zeros(codes.shape[:-1] + (1,), np.uint8)], axis=-1)
+    return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
+
+
+def quantize_int4(w: np.ndarray):
+    """w [N, K] float32 -> (codes [N, K/32, 16] u8, scales [N, K/32] f32, zero_points [N, ceil(K/64)] u8, err)."""
+    x = _blocks(w.astype(np.float32))                                     # [N, B, 32]
+    lo, hi = x.min(-1), x.max(-1)                                         # [N, B]
+    best_err = np.full(lo.shape, np.inf, np.float32)
+    best_s = np.zeros_like(lo)
+    best_z = np.zeros(lo.shape, np.float32)
+    for f in (1.0, 0.97, 0.94, 0.91, 1.03, 1.06):                         # scale candidates around min-max
+        s = np.maximum((hi - lo) / 15.0 * f, 1e-12)
+        for zr in (np.floor, np.ceil):
+            z = np.clip(zr(-lo / s), 0, 15)
+            q = np.clip(np.rint(x / s[..., None]) + z[..., None], 0, 15)
+            e = np.sum(((q - z[..., None]) * s[..., None] - x) ** 2, axis=-1)
+            better = e < best_err
+            best_err = np.where(better, e, best_err)
+            best_s = np.where(better, s, best_s)
+            best_z = np.where(better, z, best_z)
+    codes = np.clip(np.rint(x / best_s[..., None]) + best_z[..., None], 0, 15).astype(np.uint8)
+    deq = ((codes.astype(np.float32) - best_z[..., None]) * best_s[..., None]).reshape(w.shape[0], -1)
+    err = _error(w, deq[:, : w.shape[1]])
+    return _pack_nibbles(codes), best_s.astype(np.float32), _pack_nibbles(best_z.astype(np.uint8)), err
+
+
+def quantize_int8(w: np.ndarray):
+    """w [N, K] -> (codes [N, K/32, 32] u8, scales [N, K/32] f32, zero_points [N, K/32] u8 (=128), err)."""
+    x = _blocks(w.astype(np.float32))
+    s = np.maximum(np.abs(x).max(-1) / 127.0, 1e-12)
+    q = np.clip(np.rint(x / s[..., None]), -127, 127)
+    deq = (q * s[..., None]).reshape(w.shape[0], -1)
+    err = _error(w, deq[:, : w.shape[1]])
+    codes = (q + 128).astype(np.uint8)
+    return codes, s.astype(np.float32), np.full(s.shape, 128, np.uint8), err
+
+
+def quantize_rows_int8(w: np.ndarray):
+    """Embedding table [V, H] -> (codes int8 [V, H], scales f32 [V, H/32], err): gathered by row at run time."""
+    x = _blocks(w.astype(np.float32))
+    s = np.maximum(np.abs(x).max(-1) / 127.0, 1e-12)
+    q = np.clip(np.rint(x / s[..., None]), -127, 127).astype(np.int8)
+    deq = (q * s[..., None]).reshape(w.shape[0], -1)
+    return q.reshape(w.shape[0], -1), s.astype(np.float32), _error(w, deq[:, : w.shape[1]])

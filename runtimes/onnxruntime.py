@@ -1,0 +1,132 @@
+"""ONNX Runtime backend: a bundle's segment graphs and head graph, run with IO binding.
+
+Per token nothing allocates or copies the KV cache: each layer's buffer is bound once, as both the
+`past_key_i` input and the `present_key_i` output, and GroupQueryAttention writes the new position in
+place. Hidden states pass from one segment to the next as OrtValues, without a numpy round trip.
+
+All sessions share one intra-op thread pool, so segments run back to back without one session's spinning
+workers stealing cores from the next.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from edgedec.errors import BundleError, ModeError
+from edgedec.kvcache import KVCache
+
+_POOL_THREADS: int | None = None
+
+
+def _global_pool(threads: int) -> None:
+    """ORT's global thread pool can be sized once per process; later calls must agree."""
+    global _POOL_THREADS
+    if _POOL_THREADS is None:
+        ort.set_global_thread_pool_sizes(threads, 1)
+        _POOL_THREADS = threads
+
+
+def _session(path, threads: int, provider: str) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    if provider == "CPUExecutionProvider":
+        _global_pool(threads)
+        so.use_per_session_threads = False
+    else:
+        so.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(path), so, providers=[provider])
+    except Exception as e:
+        raise BundleError(f"{path} could not be loaded by ONNX Runtime ({str(e).splitlines()[0][:200]}); "
+                          "export the bundle again") from None
+
+
+class OrtModel:
+    """Runs any chain of whole segments, and the head. `cache` holds the KV state across calls."""
+
+    name = "onnxruntime"
+
+    def __init__(self, bundle, threads: int = 2, n_ctx: int = 2048, provider: str = "CPUExecutionProvider"):
+        cfg = bundle.config
+        if not 1 <= n_ctx <= cfg.context:
+            raise ModeError(f"--ctx {n_ctx} is out of range; this model supports 1..{cfg.context}")
+        if provider not in ort.get_available_providers():
+            raise ModeError(f"execution provider {provider} is not available in this onnxruntime; "
+                            f"available: {', '.join(ort.get_available_providers())}")
+        self.config = cfg
+        self.n_ctx = n_ctx
+        self.threads = threads
+        self.segments = bundle.segments
+        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, n_ctx)
+        self._sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
+        self._head = _session(bundle.file(bundle.manifest["head"]["file"]), threads, provider)
+        self._bindings = []
+        for seg, sess in zip(self.segments, self._sessions):
+            io = sess.io_binding()
+            io.bind_output("hidden_out", "cpu")   # first: get_outputs() lists outputs in binding order
+            for i in range(seg.start, seg.end):
+                k = ort.OrtValue.ortvalue_from_numpy(self.cache.keys[i])
+                v = ort.OrtValue.ortvalue_from_numpy(self.cache.values[i])
+                io.bind_ortvalue_input(f"past_key_{i}", k)
+                io.bind_ortvalue_input(f"past_value_{i}", v)
+                io.bind_ortvalue_output(f"present_key_{i}", k)
+                io.bind_ortvalue_output(f"present_value_{i}", v)
+            self._bindings.append(io)
+        self._head_io = self._head.io_binding()
+        self._head_io.bind_output("logits", "cpu")
+
+    @property
+    def cuts(self) -> list[int]:
+        return [s.end for s in self.segments]
+
+    def layers(self, tokens: np.ndarray | None, hidden=None, start: int = 0, end: int | None = None):
+        """Run layers [start, end) (segment boundaries) on new positions; returns the hidden OrtValue.
+
+        tokens: int64 [S] when start == 0; otherwise `hidden` from the previous call ([1, S, H] OrtValue).
+        The positions written are this range's cache offset .. offset+S-1.
+        """
+        end = self.config.n_layers if end is None else end
+        out = hidden
+        for seg, sess, io in zip(self.segments, self._sessions, self._bindings):
+            if seg.end <= start or seg.start >= end:
+                continue
+            if seg.start < start or seg.end > end:
+                raise ModeError(f"layers {start}..{end} do not fall on this bundle's cuts {self.cuts}; "
+                                "choose a cut point or export with --cuts")
+            past = self.cache.offset[seg.start]
+            if seg.start == 0:
+                x = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, -1)
+                io.bind_cpu_input("input_ids", x)
+                n = x.shape[1]
+            else:
+                io.bind_ortvalue_input("hidden_in", out)
+                n = out.shape()[1]
+            if past + n > self.n_ctx:
+                from edgedec.errors import ContextOverflowError
+                raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
+                                           "use /reset, a shorter prompt, or a larger --ctx")
+            io.bind_output("hidden_out", "cpu")   # re-bound each call: S changes between calls
+            io.bind_cpu_input("seqlens_k", np.array([past + n - 1], np.int32))
+            io.bind_cpu_input("total_seq_len", np.array(past + n, np.int32))
+            sess.run_with_iobinding(io)
+            out = io.get_outputs()[0]
+            self.cache.advance(seg.start, seg.end, n)
+        return out
+
+    def head(self, hidden) -> np.ndarray:
+        """Logits [S, vocab] for a hidden OrtValue [1, S, H] (or a numpy array)."""
+        if isinstance(hidden, np.ndarray):
+            self._head_io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
+        else:
+            self._head_io.bind_ortvalue_input("hidden", hidden)
+        self._head_io.bind_output("logits", "cpu")
+        self._head.run_with_iobinding(self._head_io)
+        return self._head_io.get_outputs()[0].numpy()[0]
+
+    def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
+        """Full model on new tokens: logits [S, V] (or [1, V] for the last position only)."""
+        h = self.layers(np.asarray(tokens))
+        if not all_logits and h.shape()[1] > 1:
+            h = h.numpy()[:, -1:]
+        return self.head(h)
