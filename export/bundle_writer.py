@@ -16,7 +16,7 @@ import onnx
 from edgedec.bundle import FORMAT, MANIFEST, VERSION, sha256
 from edgedec.errors import EdgedecError
 
-from .graphs import QUANTS, build_head, build_segment
+from .graphs import QUANTS, build_head, build_segment, head_quant
 from .sources import load_source
 
 
@@ -95,7 +95,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> dict:
         "config": cfg.to_dict(),
         "segments": segments,
         "head": {"file": "head.onnx"},
-        "quant": {"mode": quant, "block_size": 32, "accuracy_level": 4 if quant != "fp32" else None,
+        "quant": {"mode": quant, "head": head_quant(quant), "block_size": 32, "accuracy_level": 4 if quant != "fp32" else None,
                   "worst": {"tensor": worst[0], **(worst[1] or {})}, "errors": errors},
         "tokenizer": {"file": "tokenizer.json", "bos_id": src.tokenizer.bos_id,
                       "eos_ids": list(src.tokenizer.eos_ids), "add_bos": src.tokenizer.add_bos},
@@ -113,7 +113,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> dict:
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=0)
+                    location=path.name + ".data", size_threshold=1024)
 
 
 def _type_counts(src) -> dict[str, int]:

@@ -2,10 +2,15 @@
 weights it was given, so the manifest records (and the export prints) how far quantization moved them.
 
 int4: MatMulNBits layout, blocks of 32 along K, asymmetric with a 4-bit zero point per block:
-    w[n, k] ~= (code[n, k] - zp[n, k // 32]) * scale[n, k // 32]
-Codes are packed two per byte, low nibble first. For each block we search a few scales around the
-min-max one and keep the one with the smallest squared error: weights that were already 4-bit (GGUF Q4_1)
-sit on a grid whose offset an integer zero point cannot match exactly, and the search halves that error.
+    w[n, k] = (code[n, k] - zp[n, b]) * scale[n, b] + residual[n, b]        b = k // 32
+Codes are packed two per byte, low nibble first.
+  - Weights that are already 4-bit (GGUF Q4_0, Q4_1, Q4_K: each block of 32 is min + d * q, q in 0..15)
+    are detected per block and kept exactly: same codes, scale d, and an integer zero point. What an
+    integer zero point cannot express (min + zp * d, at most d/2) is `residual`, added back exactly by the
+    graph as  sum_b(x over block b) * residual[n, b]  (a [K/32]-wide matmul, ~3% of the int4 one).
+    Re-quantizing instead (rounding to a new grid) costs this model ~27% perplexity.
+  - Other blocks get round-to-nearest with a small search over scales around min-max, keeping the one
+    with the smallest squared error; their residual is 0.
 
 int8: the same layout with 8-bit codes and a symmetric scale per block of 32 (zero point 128).
 """
@@ -48,10 +53,27 @@ def _pack_nibbles(codes: np.ndarray) -> np.ndarray:
     return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
 
 
+def _grid_blocks(x: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """Find blocks that already are lo + d * q with integer q in 0..k, k <= 15: returns (mask, d)."""
+    found = np.zeros(lo.shape, bool)
+    step = np.zeros(lo.shape, np.float32)
+    span = hi - lo
+    for k in range(1, 16):
+        d = span / k
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = (x - lo[..., None]) / d[..., None]
+        ok = (np.abs(q - np.rint(q)) < 1e-3).all(-1) & (d > 0) & ~found
+        found |= ok
+        step = np.where(ok, d, step)
+    return found, step
+
+
 def quantize_int4(w: np.ndarray):
-    """w [N, K] float32 -> (codes [N, K/32, 16] u8, scales [N, K/32] f32, zero_points [N, ceil(K/64)] u8, err)."""
+    """w [N, K] float32 -> (codes [N, K/32, 16] u8, scales [N, K/32] f32, zero_points [N, ceil(K/64)] u8,
+    residual [N, K/32] f32 or None, err)."""
     x = _blocks(w.astype(np.float32))                                     # [N, B, 32]
     lo, hi = x.min(-1), x.max(-1)                                         # [N, B]
+    on_grid, grid_d = _grid_blocks(x, lo, hi)
     best_err = np.full(lo.shape, np.inf, np.float32)
     best_s = np.zeros_like(lo)
     best_z = np.zeros(lo.shape, np.float32)
@@ -65,10 +87,20 @@ def quantize_int4(w: np.ndarray):
             best_err = np.where(better, e, best_err)
             best_s = np.where(better, s, best_s)
             best_z = np.where(better, z, best_z)
-    codes = np.clip(np.rint(x / best_s[..., None]) + best_z[..., None], 0, 15).astype(np.uint8)
-    deq = ((codes.astype(np.float32) - best_z[..., None]) * best_s[..., None]).reshape(w.shape[0], -1)
-    err = _error(w, deq[:, : w.shape[1]])
-    return _pack_nibbles(codes), best_s.astype(np.float32), _pack_nibbles(best_z.astype(np.uint8)), err
+    codes = np.clip(np.rint(x / best_s[..., None]) + best_z[..., None], 0, 15)
+    residual = np.zeros_like(lo)
+    # exact blocks: code = (x - lo) / d, zp = round(-lo / d), residual = lo + zp * d
+    g_z = np.clip(np.rint(-lo / np.where(on_grid, grid_d, 1.0)), 0, 15)
+    g_codes = np.rint((x - lo[..., None]) / np.where(on_grid, grid_d, 1.0)[..., None])
+    codes = np.where(on_grid[..., None], g_codes, codes).astype(np.uint8)
+    best_s = np.where(on_grid, grid_d, best_s)
+    best_z = np.where(on_grid, g_z, best_z)
+    residual = np.where(on_grid, lo + g_z * grid_d, residual).astype(np.float32)
+    deq = ((codes.astype(np.float32) - best_z[..., None]) * best_s[..., None] + residual[..., None])
+    err = _error(w, deq.reshape(w.shape[0], -1)[:, : w.shape[1]])
+    has_residual = bool(np.abs(residual).max() > 0)
+    return (_pack_nibbles(codes), best_s.astype(np.float32), _pack_nibbles(best_z.astype(np.uint8)),
+            residual if has_residual else None, err)
 
 
 def quantize_int8(w: np.ndarray):
