@@ -124,6 +124,13 @@ class OrtModel:
         self._head.run_with_iobinding(self._head_io)
         return self._head_io.get_outputs()[0].numpy()[0]
 
+    @property
+    def length(self) -> int:
+        return self.cache.length
+
+    def truncate(self, n: int) -> None:
+        self.cache.truncate(n)
+
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Full model on new tokens: logits [S, V] (or [1, V] for the last position only)."""
         h = self.layers(np.asarray(tokens))
