@@ -1,0 +1,103 @@
+"""`edgedec bench`: prefill and decode tok/s of edgedec (ONNX Runtime) and llama.cpp on the same GGUF,
+same threads, in one process, alternating runs; medians and ratios; peak RSS of each in its own process.
+Writes bench/results/bench-<time>.json and a PNG plot."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = ("Explain how a bicycle works, covering the frame, the wheels, the chain, the gears and the brakes, "
+          "and why riding one is good exercise. ") * 2
+
+_RSS_CHILD = """
+import json, resource, sys
+import edgedec
+m = edgedec.load(sys.argv[1], backend=sys.argv[2], threads=int(sys.argv[3]), n_ctx=512)
+r = m.generate(sys.argv[4], max_tokens=int(sys.argv[5]), chat=False)
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _time_backend(backend, prompt_ids: list[int], n_new: int) -> tuple[float, float]:
+    """Greedy decode n_new tokens (eos ignored) after a cold prefill; returns (prefill tok/s, decode tok/s)."""
+    backend.truncate(0)
+    t0 = time.perf_counter()
+    logits = backend.forward(prompt_ids)
+    t1 = time.perf_counter()
+    tok = int(np.argmax(logits[-1]))
+    for _ in range(n_new):
+        tok = int(np.argmax(backend.forward([tok])[-1]))
+    t2 = time.perf_counter()
+    return len(prompt_ids) / (t1 - t0), n_new / (t2 - t1)
+
+
+def _peak_rss(bundle, backend, threads, n_new) -> float:
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(bundle), backend, str(threads), PROMPT, str(n_new)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def main(a) -> None:
+    from .api import load
+    from .cli import _ensure_default_bundle
+
+    bundle = _ensure_default_bundle(a.bundle)
+    ours = load(bundle, threads=a.threads, n_ctx=512)
+    peer = load(bundle, backend="llamacpp", threads=a.threads, n_ctx=512)
+    ids = ours.tokenizer.encode(PROMPT)
+    rows = {"edgedec": [], "llama.cpp": []}
+    _time_backend(ours.backend, ids, 8)           # warm-up both
+    _time_backend(peer.backend, ids, 8)
+    for i in range(a.runs):
+        rows["edgedec"].append(_time_backend(ours.backend, ids, a.max_tokens))
+        rows["llama.cpp"].append(_time_backend(peer.backend, ids, a.max_tokens))
+        print(f"run {i + 1}/{a.runs}: edgedec decode {rows['edgedec'][-1][1]:.1f} tok/s, "
+              f"llama.cpp {rows['llama.cpp'][-1][1]:.1f} tok/s", file=sys.stderr)
+    med = {k: {"prefill_tok_s": float(np.median([r[0] for r in v])), "decode_tok_s": float(np.median([r[1] for r in v]))}
+           for k, v in rows.items()}
+    for k, backend in (("edgedec", "onnxruntime"), ("llama.cpp", "llamacpp")):
+        med[k]["peak_rss_mb"] = _peak_rss(bundle, backend, a.threads, 32)
+    result = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "bundle": str(bundle), "threads": a.threads,
+        "prompt_tokens": len(ids), "new_tokens": a.max_tokens, "runs": a.runs,
+        "quant": ours.bundle.manifest["quant"]["mode"], "llama_cpp": {"flash_attn": True},
+        "median": med, "raw": rows,
+        "ratio": {"decode": med["edgedec"]["decode_tok_s"] / med["llama.cpp"]["decode_tok_s"],
+                  "prefill": med["edgedec"]["prefill_tok_s"] / med["llama.cpp"]["prefill_tok_s"],
+                  "rss_delta_mb": med["edgedec"]["peak_rss_mb"] - med["llama.cpp"]["peak_rss_mb"]},
+    }
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    _plot(result, stem.with_suffix(".png"))
+    r = result["ratio"]
+    print(f"decode   edgedec {med['edgedec']['decode_tok_s']:.1f} tok/s, llama.cpp {med['llama.cpp']['decode_tok_s']:.1f}"
+          f" -> {r['decode']:.2f}x")
+    print(f"prefill  edgedec {med['edgedec']['prefill_tok_s']:.0f} tok/s, llama.cpp {med['llama.cpp']['prefill_tok_s']:.0f}"
+          f" -> {r['prefill']:.2f}x")
+    print(f"peak RSS edgedec {med['edgedec']['peak_rss_mb']:.0f} MB, llama.cpp {med['llama.cpp']['peak_rss_mb']:.0f} MB")
+    print(f"wrote {stem}.json and {stem}.png")
+
+
+def _plot(result, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    names = list(result["median"])
+    for ax, key, title in zip(axes, ("decode_tok_s", "prefill_tok_s"), ("decode", "prefill")):
+        vals = [result["median"][n][key] for n in names]
+        ax.bar(names, vals, color=["#3b7dd8", "#999999"])
+        for i, v in enumerate(vals):
+            ax.text(i, v, f"{v:.0f}", ha="center", va="bottom")
+        ax.set_title(f"{title} tok/s (median of {result['runs']}, {result['threads']} threads)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,43 @@
+"""Perplexity of running text, in non-overlapping windows of `window` tokens (each scored from scratch)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .errors import EdgedecError
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def token_nll(model, ids: list[int], window: int):
+    """Negative log-likelihood of every token after the first of each window, and the argmax predictions."""
+    nll, pred = [], []
+    for s in range(0, len(ids) - 1, window):
+        chunk = ids[s:s + window]
+        if len(chunk) < 2:
+            break
+        model.reset()
+        logits = model.backend.forward(chunk, all_logits=True)          # [n, V]
+        lp = log_softmax(logits[:-1])
+        nll.extend(-lp[np.arange(len(chunk) - 1), chunk[1:]])
+        pred.extend(logits[:-1].argmax(-1))
+    model.reset()
+    return np.array(nll), np.array(pred)
+
+
+def perplexity(model, text: str, window: int = 512) -> dict:
+    if not 2 <= window <= model.n_ctx:
+        raise EdgedecError(f"--window must be in 2..{model.n_ctx} (the context; raise --ctx for more)")
+    ids = model.tokenizer.encode(text)
+    if len(ids) < 2:
+        raise EdgedecError("the file has fewer than 2 tokens; nothing to score")
+    t = time.perf_counter()
+    nll, _ = token_nll(model, ids, window)
+    dt = time.perf_counter() - t
+    return {"perplexity": float(np.exp(nll.mean())), "n_tokens": int(len(ids)), "n_scored": int(len(nll)),
+            "window": window, "n_windows": -(-(len(ids) - 1) // window), "tok_s": len(ids) / dt}
