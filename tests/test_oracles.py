@@ -1,0 +1,70 @@
+"""Independent implementations: Hugging Face transformers and llama.cpp, loading the same GGUF."""
+import numpy as np
+import pytest
+
+import edgedec
+from edgedec.perplexity import token_nll
+
+PROMPTS = ["The quick brown fox jumps over the lazy dog. Then",
+           "def fibonacci(n):\n    ",
+           "<|im_start|>user\nName three rivers in Europe.<|im_end|>\n<|im_start|>assistant\n"]
+
+
+@pytest.fixture(scope="module")
+def hf_model(gguf_path):
+    torch = pytest.importorskip("torch", reason="oracle extra: pip install 'edgedec[oracle]'")
+    transformers = pytest.importorskip("transformers")
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, torch_dtype=torch.float32)
+    model.eval()
+    return model
+
+
+def test_fp32_logits_match_transformers(hf_model, fp32_bundle):
+    import torch
+    ours = edgedec.load(fp32_bundle)
+    for prompt in PROMPTS:
+        ids = ours.tokenizer.encode(prompt)
+        ours.reset()
+        with torch.no_grad():
+            out = hf_model(torch.tensor([ids]), use_cache=True)
+        ref, past = out.logits[0].numpy(), out.past_key_values
+        got = ours.backend.forward(ids, all_logits=True)
+        assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-3, prompt
+        tok = int(ref[-1].argmax())
+        for _ in range(32):                                         # cached decode steps
+            with torch.no_grad():
+                out = hf_model(torch.tensor([[tok]]), past_key_values=past, use_cache=True)
+            ref, past = out.logits[0, -1].numpy(), out.past_key_values
+            got = ours.backend.forward([tok])[-1]
+            assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-3, prompt
+            tok = int(ref.argmax())
+
+
+def test_top1_agreement_with_llamacpp(int4_bundle, running_text):
+    pytest.importorskip("llama_cpp", reason="llamacpp extra: pip install 'edgedec[llamacpp]'")
+    from edgedec.runtimes.llamacpp import LlamaCppModel
+    ours = edgedec.load(int4_bundle, n_ctx=512)
+    ids = ours.tokenizer.encode(running_text)
+    assert len(ids) >= 2000
+    _, ours_pred = token_nll(ours, ids, window=512)
+    peer = LlamaCppModel(ours.bundle, n_ctx=512, logits_all=True)
+    preds = []
+    for s in range(0, len(ids) - 1, 512):
+        chunk = ids[s:s + 512]
+        if len(chunk) < 2:
+            break
+        peer.truncate(0)
+        preds.extend(peer.forward(chunk, all_logits=True)[:-1].argmax(-1))
+    agree = float((np.array(preds) == ours_pred).mean())
+    print(f"top-1 agreement with llama.cpp over {len(preds)} tokens: {agree:.4f}")
+    assert agree >= 0.98
+
+
+def test_tokenizer_matches_llamacpp(int4_bundle):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    m = edgedec.load(int4_bundle)
+    vocab = llama_cpp.Llama(model_path=str(m.bundle.gguf), vocab_only=True, verbose=False)
+    for text in ["Hello world", "  two  spaces\tand tabs\n\nnew lines", "12345 + 678 = 13023",
+                 "Ünïcödé — “quotes” 日本語 🙂", "<|im_start|>user\nhi<|im_end|>\n", "def f(x):\n    return x**2"]:
+        assert m.tokenizer.encode(text) == vocab.tokenize(text.encode(), add_bos=False, special=True), text
