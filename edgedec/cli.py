@@ -39,7 +39,6 @@ def cmd_export(a) -> None:
         out = default_bundle_path()
     else:
         out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
-    print(f"exporting {source} -> {out} ({a.quant})", file=sys.stderr)
     path, manifest = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=_progress)
     w = manifest["quant"]["worst"]
     if w.get("tensor"):
