@@ -14,12 +14,14 @@ import numpy as np
 PROMPT = ("Explain how a bicycle works, covering the frame, the wheels, the chain, the gears and the brakes, "
           "and why riding one is good exercise. ") * 2
 
+# VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so a child would report its parent's peak.
 _RSS_CHILD = """
-import json, resource, sys
+import json, sys
 import edgedec
 m = edgedec.load(sys.argv[1], backend=sys.argv[2], threads=int(sys.argv[3]), n_ctx=512)
 r = m.generate(sys.argv[4], max_tokens=int(sys.argv[5]), chat=False)
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"peak_rss_mb": int(hwm) / 1024}))
 """
 
 
