@@ -37,9 +37,6 @@ class KVCache:
     def truncate(self, length: int) -> None:
         self.offset = [min(o, length) for o in self.offset]
 
-    def reset(self) -> None:
-        self.offset = [0] * len(self.offset)
-
     @property
     def nbytes(self) -> int:
         return sum(k.nbytes + v.nbytes for k, v in zip(self.keys, self.values))

@@ -1,8 +1,8 @@
 """Model sources: a GGUF file or a Hugging Face folder, read without torch.
 
 A `Source` gives the architecture config, the tokenizer metadata in GGUF form (tokens, merges, token types,
-special ids, chat template) and weights by GGUF name, dequantized to float32 on demand. GGUF weights that
-are already 4-bit are also available raw, so the int4 quantizer can report how far it moves them.
+special ids, chat template) and weights by GGUF name, dequantized to float32 on demand (the int4
+quantizer recognises blocks that were 4-bit and re-encodes them exactly).
 """
 from __future__ import annotations
 

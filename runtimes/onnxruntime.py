@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from edgedec.errors import BundleError, ModeError
+from edgedec.errors import BundleError, ContextOverflowError, ModeError
 from edgedec.kvcache import KVCache
 
 _POOL_THREADS: int | None = None
@@ -103,7 +103,6 @@ class OrtModel:
                 io.bind_ortvalue_input("hidden_in", out)
                 n = out.shape()[1]
             if past + n > self.n_ctx:
-                from edgedec.errors import ContextOverflowError
                 raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
                                            "use /reset, a shorter prompt, or a larger --ctx")
             io.bind_output("hidden_out", "cpu")   # re-bound each call: S changes between calls
