@@ -3,8 +3,8 @@
     keys[i], values[i]: float32 [1, n_kv_heads, max_len, head_dim]   (what GroupQueryAttention reads/writes)
     offset[i]: how many positions of layer i are valid
 
-Layers keep separate offsets because self-speculation runs the first layers ahead of the rest. `trim(n)`
-drops the last n positions of every layer by moving offsets; a rejected draft costs nothing, because the
+Layers keep separate offsets because self-speculation runs the first layers ahead of the rest.
+`truncate(length)` drops positions past `length` in every layer by moving offsets; a rejected draft costs nothing, because the
 next step overwrites those slots in place. Nothing here copies the buffers.
 """
 from __future__ import annotations
@@ -29,14 +29,5 @@ class KVCache:
         for i in range(start, end):
             self.offset[i] += n
 
-    def trim(self, n: int) -> None:
-        """Forget the last n positions of the full model; layers that ran ahead are cut to the same length."""
-        keep = self.length - n
-        self.offset = [min(o, keep) for o in self.offset]
-
     def truncate(self, length: int) -> None:
         self.offset = [min(o, length) for o in self.offset]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in zip(self.keys, self.values))

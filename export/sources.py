@@ -38,9 +38,6 @@ class Source:
         """Weight `name` as float32, shape [out, in] for matrices."""
         return self._loaders[name]()
 
-    def has(self, name: str) -> bool:
-        return name in self._loaders
-
 
 def load_source(path: str | os.PathLike) -> Source:
     """Open a GGUF file or a Hugging Face folder, with a clear error for anything else."""
