@@ -19,7 +19,7 @@ from typing import Iterator
 from .bundle import default_bundle_path, read_manifest
 from .errors import EdgedecError, ModeError
 from .sampling import Sampler, SamplerConfig
-from .strategies import STRATEGIES
+from .strategies import SPECULATIVE, STRATEGIES, SpecConfig, SpecStats
 from .tokenizer import StreamDecoder, Tokenizer
 
 BACKENDS = ("onnxruntime", "llamacpp")
@@ -51,14 +51,17 @@ class Result:
     peak_rss_mb: float
     sources: dict[str, int] = field(default_factory=dict)
     notice: str | None = None
+    speculation: dict | None = None    # speculative modes: acceptance_rate, n_verify_calls, ...
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d.update(d.pop("speculation") or {})
+        return d
 
 
 def load(bundle: str | Path | None = None, backend: str = "onnxruntime", threads: int = 2,
-         n_ctx: int = 2048, verify: bool = True) -> "Model":
-    return Model(bundle, backend=backend, threads=threads, n_ctx=n_ctx, verify=verify)
+         n_ctx: int = 2048, verify: bool = True, exact: bool | None = None) -> "Model":
+    return Model(bundle, backend=backend, threads=threads, n_ctx=n_ctx, verify=verify, exact=exact)
 
 
 def _peak_rss_mb() -> float:
@@ -72,7 +75,9 @@ def _peak_rss_mb() -> float:
 
 class Model:
     def __init__(self, bundle=None, backend: str = "onnxruntime", threads: int = 2, n_ctx: int = 2048,
-                 verify: bool = True):
+                 verify: bool = True, exact: bool | None = None):
+        """exact: run every ONNX call on the many-row kernel path (see runtimes/onnxruntime.py), so that
+        one-token steps and batched verification agree bit for bit. None: on for speculative modes only."""
         if threads < 1:
             raise EdgedecError("--threads must be at least 1")
         self.bundle = read_manifest(bundle or default_bundle_path(), verify_checksums=verify)
@@ -86,7 +91,9 @@ class Model:
         else:
             raise ModeError(f"backend '{backend}' is unknown; choose one of {', '.join(BACKENDS)}")
         self.backend_name = backend
+        self.exact = exact
         self.n_ctx = n_ctx
+        self.last_stats: SpecStats | None = None
         self.context: list[int] = []   # tokens whose KV the backend holds: context[:backend.length]
 
     # ------------------------------------------------------------ prompt handling
@@ -123,9 +130,17 @@ class Model:
     def stream_generate(self, prompt: str | list[int] | None = None, *, messages: list[dict] | None = None,
                         system: str | None = None, chat: bool = True, max_tokens: int = 256,
                         sampler: SamplerConfig | None = None, stop: tuple[str, ...] = (),
-                        mode: str = "plain") -> Iterator[Response]:
+                        mode: str = "plain", spec: SpecConfig | None = None) -> Iterator[Response]:
         if mode not in STRATEGIES:
             raise ModeError(f"mode '{mode}' is not available; modes: {', '.join(STRATEGIES)}")
+        if mode != "plain" and self.backend_name != "onnxruntime":
+            raise ModeError(f"the {self.backend_name} backend cannot run --mode {mode}; it runs: plain "
+                            f"(use --backend onnxruntime for {', '.join(SPECULATIVE)})")
+        spec = spec or self.default_spec()
+        spec.check(self.bundle.config.n_layers, self.bundle.cuts)
+        if self.backend_name == "onnxruntime":
+            self.backend.min_rows = 2 if (self.exact if self.exact is not None else mode in SPECULATIVE) else 1
+        stats = self.last_stats = SpecStats()
         if max_tokens < 1:
             raise EdgedecError("--max-tokens must be at least 1")
         ids = list(prompt) if isinstance(prompt, list) else self.encode_prompt(prompt, messages, system, chat)
@@ -144,7 +159,7 @@ class Model:
         t0 = time.perf_counter()
         t_first = None
         n_new = 0
-        steps = STRATEGIES[mode](self.backend, self._reuse_prefix(ids), sample, history)
+        steps = STRATEGIES[mode](self.backend, self._reuse_prefix(ids), sample, history, spec, stats)
         try:
             for step in steps:
                 now = time.perf_counter()
@@ -190,8 +205,14 @@ class Model:
             sources[r.source] = sources.get(r.source, 0) + 1
             notice = notice or r.notice
             last = r
+        spec = self.last_stats.to_dict() if kw.get("mode", "plain") != "plain" else None
         return Result("".join(text), tokens, last.n_prompt_tokens, last.n_new_tokens, last.prefill_tok_s,
-                      last.decode_tok_s, last.finish_reason, _peak_rss_mb(), sources, notice)
+                      last.decode_tok_s, last.finish_reason, _peak_rss_mb(), sources, notice, spec)
+
+    def default_spec(self) -> SpecConfig:
+        """The bundle's tuned speculation settings (`edgedec tune`), else the built-in defaults."""
+        tuned = self.bundle.manifest.get("defaults", {}).get("self-spec", {})
+        return SpecConfig(**{k: v for k, v in tuned.items() if k in SpecConfig.__dataclass_fields__})
 
 
 def _find_stop(text: str, stops) -> int | None:

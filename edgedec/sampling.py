@@ -74,5 +74,30 @@ class Sampler:
     def __call__(self, logits: np.ndarray, history=()) -> int:
         if self.cfg.greedy and self.cfg.repetition_penalty == 1.0:
             return int(np.argmax(logits))
-        p = probabilities(logits, self.cfg, history)
+        return self.draw(probabilities(logits, self.cfg, history))
+
+    def draw(self, p: np.ndarray) -> int:
         return int(self.rng.choice(p.size, p=p))
+
+    def verify(self, logits: np.ndarray, draft: int, q: np.ndarray | None, history=()) -> tuple[bool, int]:
+        """Speculative rejection sampling for one drafted token: (accepted, token to emit).
+
+        p is the full model's distribution, q the drafter's (None: a deterministic proposal, q = one-hot).
+        Accept with probability min(1, p[d]/q[d]); otherwise draw from max(0, p - q), renormalised. The
+        emitted token is then distributed exactly as p (Leviathan et al. 2023). Greedy is the special case
+        where p and q are one-hot: accept iff the draft is the full model's argmax.
+        """
+        if self.cfg.greedy:
+            t = self(logits, history)
+            return t == draft, t
+        p = probabilities(logits, self.cfg, history)
+        qd = 1.0 if q is None else q[draft]
+        if self.rng.random() * qd < p[draft]:
+            return True, draft
+        residual = p.copy()
+        if q is None:
+            residual[draft] = 0.0
+        else:
+            residual = np.maximum(residual - q, 0.0)
+        total = residual.sum()
+        return False, self.draw(residual / total if total > 0 else p)

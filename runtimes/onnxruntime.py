@@ -6,6 +6,14 @@ place. Hidden states pass from one segment to the next as OrtValues, without a n
 
 All sessions share one intra-op thread pool, so segments run back to back without one session's spinning
 workers stealing cores from the next.
+
+Row paths. ORT's int4/int8 MatMulNBits kernels (accuracy level 4 quantizes activations to int8) and
+GroupQueryAttention take a different code path for one row than for several. The two round differently, and
+int8 activation rounding turns 1e-7 differences into different tokens on about 5-10% of positions. Calls
+with two or more rows agree bit for bit whatever the row count (measured: a 64-token prefill equals 16
+chunks of 4, difference 0.0). With `min_rows=2` every call is padded to two rows (the padding row repeats
+the last one and its KV slot is dropped), so decoding one token at a time and verifying many drafts in one
+batch give identical logits: the contract lossless speculation needs.
 """
 from __future__ import annotations
 
@@ -47,7 +55,8 @@ class OrtModel:
 
     name = "onnxruntime"
 
-    def __init__(self, bundle, threads: int = 2, n_ctx: int = 2048, provider: str = "CPUExecutionProvider"):
+    def __init__(self, bundle, threads: int = 2, n_ctx: int = 2048, provider: str = "CPUExecutionProvider",
+                 min_rows: int = 1):
         cfg = bundle.config
         if not 1 <= n_ctx <= cfg.context:
             raise ModeError(f"--ctx {n_ctx} is out of range; this model supports 1..{cfg.context}")
@@ -57,8 +66,10 @@ class OrtModel:
         self.config = cfg
         self.n_ctx = n_ctx
         self.threads = threads
+        self.min_rows = min_rows
         self.segments = bundle.segments
-        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, n_ctx)
+        # one spare slot per padding row: a padded call writes past the last real position
+        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, n_ctx + 1)
         self._sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
         self._head = _session(bundle.file(bundle.manifest["head"]["file"]), threads, provider)
         self._bindings = []
@@ -80,14 +91,26 @@ class OrtModel:
     def cuts(self) -> list[int]:
         return [s.end for s in self.segments]
 
-    def layers(self, tokens: np.ndarray | None, hidden=None, start: int = 0, end: int | None = None):
-        """Run layers [start, end) (segment boundaries) on new positions; returns the hidden OrtValue.
+    def layers(self, tokens=None, hidden=None, start: int = 0, end: int | None = None, taps=()):
+        """Run layers [start, end) (segment boundaries) on new positions; returns the hidden state [1, S, H].
 
-        tokens: int64 [S] when start == 0; otherwise `hidden` from the previous call ([1, S, H] OrtValue).
+        tokens: int64 [S] when start == 0; otherwise `hidden` from the previous call (OrtValue or numpy).
         The positions written are this range's cache offset .. offset+S-1.
+        taps: cut points inside (start, end) whose hidden states to return as well; then the result is
+        (hidden, {cut: numpy [1, S, H]}).
         """
         end = self.config.n_layers if end is None else end
-        out = hidden
+        if start == 0:
+            x = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, -1)
+            n = x.shape[1]
+            if n < self.min_rows:
+                x = np.concatenate([x, np.repeat(x[:, -1:], self.min_rows - n, axis=1)], axis=1)
+        else:
+            n = _rows(hidden)
+            if n < self.min_rows:
+                h = hidden if isinstance(hidden, np.ndarray) else hidden.numpy()
+                hidden = np.concatenate([h, np.repeat(h[:, -1:], self.min_rows - n, axis=1)], axis=1)
+        out, tapped = hidden, {}
         for seg, sess, io in zip(self.segments, self._sessions, self._bindings):
             if seg.end <= start or seg.start >= end:
                 continue
@@ -95,33 +118,41 @@ class OrtModel:
                 raise ModeError(f"layers {start}..{end} do not fall on this bundle's cuts {self.cuts}; "
                                 "choose a cut point or export with --cuts")
             past = self.cache.offset[seg.start]
-            if seg.start == 0:
-                x = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, -1)
-                io.bind_cpu_input("input_ids", x)
-                n = x.shape[1]
-            else:
-                io.bind_ortvalue_input("hidden_in", out)
-                n = out.shape()[1]
             if past + n > self.n_ctx:
                 raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
                                            "use /reset, a shorter prompt, or a larger --ctx")
+            if seg.start == 0:
+                io.bind_cpu_input("input_ids", x)
+            elif isinstance(out, np.ndarray):
+                io.bind_cpu_input("hidden_in", np.ascontiguousarray(out, np.float32))
+            else:
+                io.bind_ortvalue_input("hidden_in", out)
+            rows = max(n, self.min_rows)
             io.bind_output("hidden_out", "cpu")   # re-bound each call: S changes between calls
-            io.bind_cpu_input("seqlens_k", np.array([past + n - 1], np.int32))
-            io.bind_cpu_input("total_seq_len", np.array(past + n, np.int32))
+            io.bind_cpu_input("seqlens_k", np.array([past + rows - 1], np.int32))
+            io.bind_cpu_input("total_seq_len", np.array(past + rows, np.int32))
             sess.run_with_iobinding(io)
             out = io.get_outputs()[0]
             self.cache.advance(seg.start, seg.end, n)
-        return out
+            if seg.end in taps:
+                tapped[seg.end] = out.numpy()[:, :n]
+        if n < self.min_rows:
+            out = _numpy(out)[:, :n]
+        return (out, tapped) if taps else out
 
     def head(self, hidden) -> np.ndarray:
         """Logits [S, vocab] for a hidden OrtValue [1, S, H] (or a numpy array)."""
+        n = _rows(hidden)
+        if n < self.min_rows:
+            h = _numpy(hidden)
+            hidden = np.concatenate([h, np.repeat(h[:, -1:], self.min_rows - n, axis=1)], axis=1)
         if isinstance(hidden, np.ndarray):
             self._head_io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
         else:
             self._head_io.bind_ortvalue_input("hidden", hidden)
         self._head_io.bind_output("logits", "cpu")
         self._head.run_with_iobinding(self._head_io)
-        return self._head_io.get_outputs()[0].numpy()[0]
+        return self._head_io.get_outputs()[0].numpy()[0, :n]
 
     @property
     def length(self) -> int:
@@ -133,6 +164,14 @@ class OrtModel:
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Full model on new tokens: logits [S, V] (or [1, V] for the last position only)."""
         h = self.layers(np.asarray(tokens))
-        if not all_logits and h.shape()[1] > 1:
-            h = h.numpy()[:, -1:]
+        if not all_logits and _rows(h) > 1:
+            h = _numpy(h)[:, -1:]
         return self.head(h)
+
+
+def _numpy(hidden) -> np.ndarray:
+    return hidden if isinstance(hidden, np.ndarray) else hidden.numpy()
+
+
+def _rows(hidden) -> int:
+    return hidden.shape[1] if isinstance(hidden, np.ndarray) else hidden.shape()[1]

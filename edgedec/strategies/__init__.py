@@ -13,5 +13,17 @@ class Step:
 
 
 from .plain import plain  # noqa: E402
+from .policy import SpecConfig  # noqa: E402,F401
+from .speculative import SpecStats, speculative  # noqa: E402,F401
 
-STRATEGIES = {"plain": plain}
+
+def self_spec(model, new_tokens, sample, history, spec=None, stats=None):
+    return speculative(model, new_tokens, sample, history, spec, stats, self_draft=True)
+
+
+def lookup(model, new_tokens, sample, history, spec=None, stats=None):
+    return speculative(model, new_tokens, sample, history, spec, stats, self_draft=False)
+
+
+STRATEGIES = {"plain": plain, "self-spec": self_spec, "lookup": lookup}
+SPECULATIVE = ("self-spec", "lookup")

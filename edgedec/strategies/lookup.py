@@ -1,0 +1,24 @@
+"""Model-free drafts from the context (prompt lookup decoding, Saxena 2023; the suffix-match idea of SAM).
+
+If the last n tokens occurred earlier in the prompt or the output, propose the tokens that followed that
+earlier occurrence. Code and edits repeat identifiers and whole lines, so the proposals are often right,
+and they cost nothing to make.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def propose(history: list[int], max_tokens: int, ngram_max: int = 3, ngram_min: int = 1) -> list[int]:
+    """Up to `max_tokens` tokens that followed the most recent earlier match of the longest suffix n-gram
+    (n from ngram_max down to ngram_min). Returns [] when nothing matches."""
+    h = np.asarray(history, dtype=np.int64)
+    n_hist = h.size
+    for n in range(min(ngram_max, n_hist - 1), ngram_min - 1, -1):
+        starts = np.flatnonzero(h[:n_hist - n] == h[n_hist - n])     # earlier places the suffix could start
+        for j in range(1, n):
+            starts = starts[h[starts + j] == h[n_hist - n + j]]
+        if starts.size:
+            s = int(starts[-1]) + n              # the most recent occurrence is the best guess
+            return h[s:s + max_tokens].tolist()
+    return []
