@@ -66,7 +66,23 @@ def _sampler(a):
 
 def _load(a):
     from .api import load
-    return load(_ensure_default_bundle(a.bundle), backend=a.backend, threads=a.threads, n_ctx=a.ctx)
+    return load(_ensure_default_bundle(a.bundle), backend=a.backend, threads=a.threads, n_ctx=a.ctx,
+                exact=getattr(a, "exact", None))
+
+
+def _spec(a, model):
+    """--mode options over the bundle's tuned defaults."""
+    from dataclasses import replace
+    given = {"exit_layer": a.exit_layer, "k_max": a.draft_len, "threshold": a.threshold,
+             "lookup": a.lookup, "adaptive": a.adaptive}
+    return replace(model.default_spec(), **{k: v for k, v in given.items() if v is not None})
+
+
+def _spec_line(r) -> str:
+    d = r.to_dict() if hasattr(r, "to_dict") else r
+    return (f"acceptance {d['acceptance_rate']:.0%}, {d['mean_accepted_per_verify']:.2f} accepted per verify, "
+            f"{d['n_verify_calls']} verify calls, {d['n_plain_steps']} plain steps, drafted {d['drafted']}, "
+            f"accepted {d['accepted']}, exit layers {d['exit_layers']}")
 
 
 def cmd_generate(a) -> None:
@@ -74,7 +90,8 @@ def cmd_generate(a) -> None:
     if not prompt.strip():
         raise EdgedecError("empty prompt: pass -p TEXT or pipe text on stdin")
     model = _load(a)
-    kw = dict(system=a.system, chat=not a.raw, max_tokens=a.max_tokens, sampler=_sampler(a), stop=tuple(a.stop))
+    kw = dict(system=a.system, chat=not a.raw, max_tokens=a.max_tokens, sampler=_sampler(a), stop=tuple(a.stop),
+              mode=a.mode, spec=_spec(a, model))
     if a.json:
         r = model.generate(prompt, **kw)
         if r.notice:
@@ -88,6 +105,8 @@ def cmd_generate(a) -> None:
     print()
     print(f"[{r.n_prompt_tokens} prompt tokens at {r.prefill_tok_s:.0f} tok/s, "
           f"{r.n_new_tokens} new at {r.decode_tok_s:.1f} tok/s, {r.finish_reason}]", file=sys.stderr)
+    if a.mode != "plain":
+        print(f"[{_spec_line(model.last_stats.to_dict())}]", file=sys.stderr)
 
 
 def cmd_chat(a) -> None:
@@ -119,13 +138,16 @@ def cmd_chat(a) -> None:
                 print(f"turns {totals['turns']}, context {model.backend.length}/{model.n_ctx} tokens, "
                       f"last answer: {r.n_new_tokens} tokens at {r.decode_tok_s:.1f} tok/s, "
                       f"prompt {r.n_prompt_tokens} tokens at {r.prefill_tok_s:.0f} tok/s", file=sys.stderr)
+                if a.mode != "plain":
+                    print(f"mode {a.mode}: {_spec_line(model.last_stats.to_dict())}", file=sys.stderr)
             continue
         if not cmd:
             continue
         messages.append({"role": "user", "content": line})
         reply, r = [], None
         try:
-            for r in model.stream_generate(messages=messages, max_tokens=a.max_tokens, sampler=_sampler(a)):
+            for r in model.stream_generate(messages=messages, max_tokens=a.max_tokens, sampler=_sampler(a),
+                                           mode=a.mode, spec=_spec(a, model)):
                 if r.notice:
                     print(f"\nnote: {r.notice}", file=sys.stderr)
                 reply.append(r.text)
@@ -187,6 +209,18 @@ def _add_model_args(p, gen=True):
         p.add_argument("--min-p", type=float, default=0.0)
         p.add_argument("--repeat-penalty", type=float, default=1.0)
         p.add_argument("--seed", type=int)
+        p.add_argument("--mode", default="plain", help="plain (default), self-spec or lookup")
+        p.add_argument("--exit-layer", type=int, help="self-spec: draft with layers[0:E] (default: tuned, or "
+                       "chosen per context among the bundle's cuts)")
+        p.add_argument("--draft-len", type=int, help="speculation: most tokens drafted per round (default 4)")
+        p.add_argument("--threshold", type=float, help="self-spec: stop drafting below this top probability")
+        p.add_argument("--lookup", action=argparse.BooleanOptionalAction, default=None,
+                       help="self-spec: also use prompt-lookup drafts (default on)")
+        p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
+                       help="speculation: fall back to plain decoding when it does not pay (default on)")
+        p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
+                       help="run every step on the batched kernel path, so speculative and plain decoding "
+                       "agree bit for bit (default: on for speculative modes, off for plain)")
 
 
 def build_parser() -> argparse.ArgumentParser:

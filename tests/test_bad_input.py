@@ -107,6 +107,17 @@ def test_bad_options(int4_bundle):
     one_line_error(run_cli("export", "-o", "/tmp/x", "--quant", "int3"), "--quant")
 
 
+def test_bad_speculation_options(int4_bundle):
+    gen = ("generate", int4_bundle, "-p", "hi", "-n", "4")
+    one_line_error(run_cli(*gen, "--mode", "self-spec", "--exit-layer", "0"), "1..29")
+    one_line_error(run_cli(*gen, "--mode", "self-spec", "--exit-layer", "30"), "1..29")
+    one_line_error(run_cli(*gen, "--mode", "self-spec", "--exit-layer", "7"), "not a cut", "6, 12, 18, 24", "--cuts")
+    one_line_error(run_cli(*gen, "--mode", "self-spec", "--draft-len", "0"), "--draft-len")
+    one_line_error(run_cli(*gen, "--mode", "lookup", "--draft-len", "-2"), "--draft-len")
+    one_line_error(run_cli(*gen, "--mode", "self-spec", "--backend", "llamacpp"), "llamacpp", "plain")
+    one_line_error(run_cli(*gen, "--mode", "warp"), "warp", "self-spec")
+
+
 def test_interrupted_export_leaves_nothing(tmp_path, gguf_path):
     """Kill an export midway: no bundle, no temp dir after the next export; the rerun works."""
     import signal

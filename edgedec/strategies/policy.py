@@ -33,7 +33,7 @@ class SpecConfig:
     def check(self, n_layers: int, cuts: list[int]) -> None:
         """Bad settings get an error naming the valid range."""
         if self.k_max < 1:
-            raise ModeError(f"--draft-len {self.k_max} is invalid: draft at least 1 token (1..16)")
+            raise ModeError(f"--draft-len {self.k_max} is invalid: it must be at least 1 (1..16 make sense)")
         if not 0.0 <= self.threshold < 1.0:
             raise ModeError(f"--threshold {self.threshold} is invalid: use a probability in [0, 1)")
         if self.exit_layer is None:

@@ -1,0 +1,134 @@
+"""Self-speculative and lookup decoding are lossless: same greedy tokens as plain decoding, same sampling
+distribution, same cache after a rejected draft. Real model, real prompts (HumanEval, writingbench)."""
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import chi2_contingency
+
+import edgedec
+from edgedec.sampling import Sampler, SamplerConfig
+from edgedec.strategies import SpecConfig, SpecStats, speculative
+
+from conftest import code_prompts, run_cli, writing_prompts
+
+N_NEW = 32
+SETTINGS = [  # (mode, SpecConfig): three fixed (E, k), lookup on and off, and the adaptive defaults
+    ("self-spec", SpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)),
+    ("self-spec", SpecConfig(exit_layer=12, k_max=4, lookup=True, adaptive=False)),
+    ("self-spec", SpecConfig(exit_layer=24, k_max=3, lookup=True, adaptive=False)),
+    ("self-spec", SpecConfig()),
+    ("lookup", SpecConfig()),
+]
+
+
+@pytest.fixture(scope="module")
+def exact_model(int4_bundle):
+    return edgedec.load(int4_bundle, n_ctx=1024, exact=True)
+
+
+def top2_gap(model, ids: list[int]) -> float:
+    """The full model's top-2 logit gap for the token after `ids` (plain, exact path)."""
+    model.reset()
+    logits = model.backend.forward(ids)[-1]
+    model.context = list(ids)
+    a, b = np.sort(logits)[-2:]
+    return float(b - a)
+
+
+def assert_same_tokens(model, prompt_ids, ref, got, label):
+    """Equality, unless the first divergence is a numerical near-tie of the full model (gap < 1e-4)."""
+    if got == ref:
+        return
+    i = next(j for j, (a, b) in enumerate(zip(ref, got)) if a != b) if any(
+        a != b for a, b in zip(ref, got)) else min(len(ref), len(got))
+    gap = top2_gap(model, prompt_ids + ref[:i])
+    assert gap < 1e-4, f"{label}: diverges at new token {i} ({ref[i:i + 3]} vs {got[i:i + 3]}), top-2 gap {gap:.3g}"
+
+
+@pytest.mark.parametrize("kind", ["code", "prose"])
+def test_greedy_speculation_equals_plain(exact_model, kind):
+    prompts = code_prompts(20) if kind == "code" else writing_prompts(20)
+    assert len(prompts) == 20
+    m = exact_model
+    totals = {}
+    for prompt in prompts:
+        ids = m.encode_prompt(prompt)
+        ref = m.generate(ids, max_tokens=N_NEW).tokens
+        for mode, spec in SETTINGS:
+            r = m.generate(ids, max_tokens=N_NEW, mode=mode, spec=spec)
+            assert_same_tokens(m, ids, ref, r.tokens, f"{mode} {spec}")
+            t = totals.setdefault((mode, spec.exit_layer, spec.k_max), [0, 0])
+            t[0] += r.speculation["n_verify_calls"]
+            t[1] += sum(r.speculation["accepted"].values())
+    print(f"\n{kind}: (mode, E, k) -> [verify calls, accepted drafts] over 20 prompts: {totals}")
+    assert sum(t[1] for t in totals.values()) > 0       # speculation really ran and accepted something
+
+
+def test_full_depth_draft_is_always_accepted(exact_model):
+    """With E = L the draft is the full model: every drafted token passes."""
+    m = exact_model
+    L = m.bundle.config.n_layers
+    m.reset()
+    stats = SpecStats()
+    spec = SpecConfig(exit_layer=L, k_max=4, lookup=False, adaptive=False, threshold=0.0)
+    ids = m.encode_prompt(code_prompts(1)[0])
+    steps = speculative(m.backend, ids, Sampler(SamplerConfig()), list(ids), spec, stats)
+    tokens = [next(steps).token for _ in range(40)]
+    steps.close()
+    assert stats.drafted["self"] >= 36 and stats.accepted["self"] == stats.drafted["self"]
+    m.reset()
+    assert m.generate(ids, max_tokens=40).tokens == tokens
+
+
+def test_cache_after_rejection_equals_plain_cache(exact_model, int4_bundle):
+    m = exact_model
+    m.reset()
+    r = m.generate(writing_prompts(1)[0], max_tokens=24, mode="self-spec",
+                   spec=SpecConfig(exit_layer=6, k_max=4, lookup=False, adaptive=False, threshold=0.0))
+    assert sum(r.speculation["accepted"].values()) < r.speculation["n_verify_calls"] * 3   # rejections happened
+    n = m.backend.length
+    fresh = edgedec.load(int4_bundle, n_ctx=1024, exact=True)
+    fresh.backend.min_rows = 2
+    fresh.backend.forward(m.context[:n])
+    assert fresh.backend.length == n
+    for layer in range(m.bundle.config.n_layers):
+        for a, b in ((m.backend.cache.keys[layer], fresh.backend.cache.keys[layer]),
+                     (m.backend.cache.values[layer], fresh.backend.cache.values[layer])):
+            assert np.array_equal(a[:, :, :n], b[:, :, :n]), f"layer {layer} differs"
+
+
+def sample_second_tokens(model, ids, mode, runs, spec=None):
+    out = []
+    for seed in range(runs):
+        r = model.generate(ids, max_tokens=2, mode=mode, spec=spec, sampler=SamplerConfig(temperature=1.0, seed=seed))
+        out.append(r.tokens[1])
+    return out
+
+
+def test_sampling_distribution_matches_plain(exact_model):
+    """Chi-square homogeneity test (alpha = 0.001) of the second generated token (the first one produced by
+    a speculative round: accepted draft or resampled residual) against plain sampling, 600 runs each."""
+    m = exact_model
+    m.reset()
+    ids = m.encode_prompt("Write one word that describes the sea.")
+    spec = SpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)
+    plain = sample_second_tokens(m, ids, "plain", 600)
+    spec_tokens = sample_second_tokens(m, ids, "self-spec", 600, spec)
+    vocab = sorted(set(plain) | set(spec_tokens))
+    counts = np.array([[plain.count(t) for t in vocab], [spec_tokens.count(t) for t in vocab]])
+    big = counts.sum(0) >= 10                                   # pool rare tokens into one bin
+    table = np.column_stack([counts[:, big], counts[:, ~big].sum(1)]) if (~big).any() else counts[:, big]
+    stat, p, dof, _ = chi2_contingency(table)
+    print(f"\nchi-square {stat:.1f}, dof {dof}, p = {p:.3f} ({table.shape[1]} bins)")
+    assert dof >= 3 and p > 0.001
+
+
+def test_generate_json_reports_speculation(int4_bundle):
+    proc = run_cli("generate", int4_bundle, "-p", "def add(a, b):", "--raw", "-n", "24", "--mode", "lookup",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    for key in ("acceptance_rate", "mean_accepted_per_verify", "n_verify_calls", "drafted", "accepted"):
+        assert key in d
+    assert d["n_new_tokens"] == 24
