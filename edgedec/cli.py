@@ -264,7 +264,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="repetitions; medians are reported (default 5)")
     p.add_argument("-n", "--max-tokens", type=int, default=128)
     p.add_argument("--out", default="bench/results", help="where the JSON and PNG go")
-    p.set_defaults(func=lambda a: __import__("edgedec.bench", fromlist=["main"]).main(a))
+    p.add_argument("--modes", action="store_true", help="compare decoding modes on code and prose prompts")
+    p.add_argument("--prompts", type=int, default=8, help="--modes: prompts per set (default 8)")
+    p.set_defaults(func=lambda a: __import__("edgedec.bench_modes" if a.modes else "edgedec.bench",
+                                             fromlist=["main"]).main(a))
+
+    p = sub.add_parser("tune", help="sweep self-spec settings on this device; store the best in the bundle")
+    p.add_argument("bundle", nargs="?")
+    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("--prompts", type=int, default=3, help="prompts per set, code and prose (default 3)")
+    p.add_argument("-n", "--max-tokens", type=int, default=48)
+    p.add_argument("--out", default="bench/results", help="where the sweep's JSON and PNG go")
+    p.set_defaults(func=lambda a: __import__("edgedec.tune", fromlist=["main"]).main(a))
     return ap
 
 

@@ -10,7 +10,9 @@ import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
 from edgedec.strategies import SpecConfig, SpecStats, speculative
 
-from conftest import code_prompts, run_cli, writing_prompts
+from edgedec.prompts import code_prompts, writing_prompts
+
+from conftest import run_cli
 
 N_NEW = 32
 SETTINGS = [  # (mode, SpecConfig): three fixed (E, k), lookup on and off, and the adaptive defaults

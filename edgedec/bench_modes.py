@@ -1,0 +1,110 @@
+"""`edgedec bench --modes`: decoding modes side by side on real prompts, one process, same threads.
+
+For each prompt set (HumanEval code, writingbench prose) and each run, every engine decodes every prompt:
+llama.cpp plain (flash attention, the bundle's GGUF), edgedec plain (one-row kernels), edgedec plain on the
+exact path, self-spec and lookup. Engines alternate within a run; each run's tok/s is total new tokens over
+total decode time, and the report gives medians over runs plus ratios to edgedec plain. Greedy, eos kept
+(every edgedec mode on the exact path produces the same tokens, so they time the same text).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .prompts import PROMPT_SETS
+from .sampling import SamplerConfig
+
+
+def measure(model, prompts: list[list[int]], mode: str, spec=None, n_new: int = 96) -> dict:
+    """Decode each prompt from a cold cache; returns tokens, decode seconds and speculation counters."""
+    tokens = seconds = 0.0
+    verify = accepted = drafted = 0
+    for ids in prompts:
+        model.reset()
+        r = model.generate(ids, max_tokens=n_new, mode=mode, spec=spec, sampler=SamplerConfig())
+        if r.n_new_tokens > 1:
+            tokens += r.n_new_tokens - 1
+            seconds += (r.n_new_tokens - 1) / r.decode_tok_s
+        if r.speculation:
+            verify += r.speculation["n_verify_calls"]
+            accepted += sum(r.speculation["accepted"].values())
+            drafted += sum(r.speculation["drafted"].values())
+    return {"tok_s": tokens / seconds if seconds else 0.0, "tokens": tokens, "verify_calls": verify,
+            "accepted": accepted, "drafted": drafted}
+
+
+def engines(bundle, threads: int):
+    from .api import load
+    fast = load(bundle, threads=threads, n_ctx=2048)
+    exact = load(bundle, threads=threads, n_ctx=2048, exact=True)
+    peer = load(bundle, backend="llamacpp", threads=threads, n_ctx=2048)
+    spec = exact.default_spec()
+    return fast, {
+        "llama.cpp plain": (peer, "plain", None),
+        "edgedec plain": (fast, "plain", None),
+        "edgedec plain (exact path)": (exact, "plain", None),
+        "edgedec self-spec": (exact, "self-spec", spec),
+        "edgedec lookup": (exact, "lookup", spec),
+    }, spec
+
+
+def main(a) -> None:
+    from .cli import _ensure_default_bundle
+    bundle = _ensure_default_bundle(a.bundle)
+    fast, table, spec = engines(bundle, a.threads)
+    result = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "bundle": str(bundle), "threads": a.threads,
+              "runs": a.runs, "new_tokens": a.max_tokens, "spec": spec.__dict__, "sets": {}}
+    for set_name, load_prompts in PROMPT_SETS.items():
+        prompts = [fast.encode_prompt(p) for p in load_prompts(a.prompts)]
+        runs = {name: [] for name in table}
+        for i in range(a.runs):
+            for name, (model, mode, sp) in table.items():
+                runs[name].append(measure(model, prompts, mode, sp, a.max_tokens))
+            print(f"{set_name} run {i + 1}/{a.runs}: " + ", ".join(f"{n} {r[-1]['tok_s']:.1f}" for n, r in runs.items()),
+                  file=sys.stderr)
+        med = {n: float(np.median([r["tok_s"] for r in v])) for n, v in runs.items()}
+        base = med["edgedec plain"]
+        last = {n: v[-1] for n, v in runs.items()}
+        result["sets"][set_name] = {
+            "n_prompts": len(prompts), "median_tok_s": med,
+            "ratio_to_edgedec_plain": {n: v / base for n, v in med.items()},
+            "acceptance_rate": {n: r["accepted"] / r["drafted"] for n, r in last.items() if r["drafted"]},
+            "mean_accepted_per_verify": {n: r["accepted"] / r["verify_calls"] for n, r in last.items()
+                                         if r["verify_calls"]},
+            "raw": runs}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"modes-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    _plot(result, stem.with_suffix(".png"))
+    for set_name, s in result["sets"].items():
+        print(f"{set_name} ({s['n_prompts']} prompts, median of {a.runs} runs):")
+        for n, v in s["median_tok_s"].items():
+            acc = s["acceptance_rate"].get(n)
+            print(f"  {n:28s} {v:6.1f} tok/s  {s['ratio_to_edgedec_plain'][n]:.2f}x plain"
+                  + (f"  acceptance {acc:.0%}" if acc is not None else ""))
+    print(f"wrote {stem}.json and {stem}.png")
+
+
+def _plot(result, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(result["sets"])
+    fig, axes = plt.subplots(1, len(sets), figsize=(5 * len(sets), 3.6))
+    for ax, s in zip(np.atleast_1d(axes), sets):
+        med = result["sets"][s]["median_tok_s"]
+        names = list(med)
+        ax.barh(names, [med[n] for n in names], color="#3b7dd8")
+        for i, n in enumerate(names):
+            ax.text(med[n], i, f" {med[n]:.0f}", va="center")
+        ax.set_title(f"{s}: decode tok/s, median of {result['runs']}")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
