@@ -134,3 +134,20 @@ def test_generate_json_reports_speculation(int4_bundle):
     for key in ("acceptance_rate", "mean_accepted_per_verify", "n_verify_calls", "drafted", "accepted"):
         assert key in d
     assert d["n_new_tokens"] == 24
+
+
+def test_tune_stores_the_best_setting(int4_bundle, tmp_path):
+    """A one-exit sweep on real prompts; the winner becomes the bundle's default and the bundle still loads."""
+    import shutil
+
+    from edgedec.tune import sweep, write_defaults
+    copy = tmp_path / "bundle"
+    shutil.copytree(int4_bundle, copy)
+    m = edgedec.load(copy, exact=True)
+    prompts = [m.encode_prompt(p) for p in code_prompts(1) + writing_prompts(1)]
+    rows = sweep(m, prompts, exits=[24], draft_lens=(2, 3), thresholds=(0.0,), n_new=8)
+    assert rows[0][0] == {"mode": "plain"} and len(rows) == 3 and all(rate > 0 for _, rate in rows)
+    best = max(rows[1:], key=lambda r: r[1])[0]
+    write_defaults(m.bundle, {"self-spec": {k: best[k] for k in ("exit_layer", "k_max", "threshold")}})
+    spec = edgedec.load(copy).default_spec()
+    assert (spec.exit_layer, spec.k_max, spec.threshold) == (24, best["k_max"], 0.0)
