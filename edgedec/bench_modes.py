@@ -2,7 +2,8 @@
 
 For each prompt set (HumanEval code, writingbench prose) and each run, every engine decodes every prompt:
 llama.cpp plain (flash attention, the bundle's GGUF), edgedec plain (one-row kernels), edgedec plain on the
-exact path, self-spec and lookup. Engines alternate within a run; each run's tok/s is total new tokens over
+exact path, self-spec and lookup (on the exact path, and with --no-exact: one-row plain steps, many-row
+verification, so not token-identical to either plain). Engines alternate within a run; each run's tok/s is total new tokens over
 total decode time, and the report gives medians over runs plus ratios to edgedec plain. Greedy, eos kept
 (every edgedec mode on the exact path produces the same tokens, so they time the same text).
 """
@@ -41,6 +42,7 @@ def engines(bundle, threads: int):
     from .api import load
     fast = load(bundle, threads=threads, n_ctx=2048)
     exact = load(bundle, threads=threads, n_ctx=2048, exact=True)
+    loose = load(bundle, threads=threads, n_ctx=2048, exact=False)
     peer = load(bundle, backend="llamacpp", threads=threads, n_ctx=2048)
     spec = exact.default_spec()
     return fast, {
@@ -49,6 +51,8 @@ def engines(bundle, threads: int):
         "edgedec plain (exact path)": (exact, "plain", None),
         "edgedec self-spec": (exact, "self-spec", spec),
         "edgedec lookup": (exact, "lookup", spec),
+        "edgedec self-spec --no-exact": (loose, "self-spec", spec),
+        "edgedec lookup --no-exact": (loose, "lookup", spec),
     }, spec
 
 

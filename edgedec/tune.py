@@ -84,7 +84,7 @@ def _plot(rows, path: Path) -> None:
     ax.axhline(plain, color="#999999", linestyle="--", label=f"plain {plain:.0f} tok/s")
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     ax.set_ylabel("tok/s")
-    ax.set_title("self-spec sweep (adaptive fallback off)")
+    ax.set_title("self-spec sweep (lookup drafts on, adaptive fallback off)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
