@@ -12,7 +12,7 @@ Segment graph, for layers a..b-1 (each layer in ORT's fused contrib ops):
          │  SimplifiedLayerNorm / SkipSimplifiedLayerNorm (adds the residual)  │
          │  MatMulNBits(QKV packed) → GroupQueryAttention(rotary interleaved,  │
          │       past_key_i/past_value_i: shared buffers [1, kv, max_len, d])  │
-         │  MatMulNBits(o) → SkipSimplifiedLayerNorm → MatMulNBits(gate|up)    │
+         │  MatMulNBits(o) → SkipSimplifiedLayerNorm → MatMulNBits(gate), (up) │
          │  Sigmoid·Mul·Mul (SwiGLU) → MatMulNBits(down) → next layer's skip   │
          └────────────────────────────────────────────────────────────────────┘
                               ▼
@@ -138,7 +138,6 @@ def build_segment(src, start: int, end: int, quant: str, max_len: int) -> tuple[
     cos, sin = _rope_cache(cfg, max_len)
     b.init("rope.cos", cos)
     b.init("rope.sin", sin)
-    b.init("ffn.split", np.array([cfg.ffn, cfg.ffn], np.int64))
 
     pending = None   # output of the previous sublayer, not yet added to the residual
     for i in range(start, end):
@@ -168,11 +167,8 @@ def build_segment(src, start: int, end: int, quant: str, max_len: int) -> tuple[
         h, _, _, residual = b.node("SkipSimplifiedLayerNormalization",
                                    [o, residual, b.init(f"layers.{i}.ffn_norm", w("ffn_norm"))],
                                    f"{p}/ffn_norm", n_out=4, domain=MS, epsilon=cfg.rms_eps)
-        # gate and up share their input: one matmul (and one correction) for both, then split
-        gate_up = b.linear(h, np.concatenate([w("ffn_gate"), w("ffn_up")], axis=0), f"{p}/mlp/gate_up_proj",
-                           f"blk.{i}.ffn_gate_up.weight")
-        g, u = b.node("Split", [gate_up, "ffn.split"], f"{p}/mlp/Split",
-                      n_out=2, axis=-1)
+        g = b.linear(h, w("ffn_gate"), f"{p}/mlp/gate_proj", f"blk.{i}.ffn_gate.weight")
+        u = b.linear(h, w("ffn_up"), f"{p}/mlp/up_proj", f"blk.{i}.ffn_up.weight")
         sg = b.node("Sigmoid", [g], f"{p}/mlp/act/Sigmoid")[0]
         silu = b.node("Mul", [g, sg], f"{p}/mlp/act/Mul")[0]
         gu = b.node("Mul", [silu, u], f"{p}/mlp/Mul")[0]
