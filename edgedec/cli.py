@@ -78,8 +78,7 @@ def _spec(a, model):
     return replace(model.default_spec(), **{k: v for k, v in given.items() if v is not None})
 
 
-def _spec_line(r) -> str:
-    d = r.to_dict() if hasattr(r, "to_dict") else r
+def _spec_line(d: dict) -> str:
     return (f"acceptance {d['acceptance_rate']:.0%}, {d['mean_accepted_per_verify']:.2f} accepted per verify, "
             f"{d['n_verify_calls']} verify calls, {d['n_plain_steps']} plain steps, drafted {d['drafted']}, "
             f"accepted {d['accepted']}, exit layers {d['exit_layers']}")
@@ -223,6 +222,15 @@ def _add_model_args(p, gen=True):
                        "agree bit for bit (default: on for speculative modes, off for plain)")
 
 
+def _add_measure_args(p, max_tokens: int, prompts: int, prompts_help: str) -> None:
+    """What `bench` and `tune` share: the bundle, threads, tokens per run, prompts, and the results folder."""
+    p.add_argument("bundle", nargs="?")
+    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("-n", "--max-tokens", type=int, default=max_tokens)
+    p.add_argument("--prompts", type=int, default=prompts, help=prompts_help)
+    p.add_argument("--out", default="bench/results", help="where the JSON and PNG go")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edgedec", description="Fast offline decoding of small language models.",
                                  epilog="example: edgedec export && edgedec generate -p 'Name three rivers' --json")
@@ -259,22 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_perplexity)
 
     p = sub.add_parser("bench", help="tok/s of edgedec and llama.cpp on the same GGUF, same threads")
-    p.add_argument("bundle", nargs="?")
-    p.add_argument("-t", "--threads", type=int, default=2)
+    _add_measure_args(p, max_tokens=128, prompts=8, prompts_help="--modes: prompts per set (default 8)")
     p.add_argument("--runs", type=int, default=5, help="repetitions; medians are reported (default 5)")
-    p.add_argument("-n", "--max-tokens", type=int, default=128)
-    p.add_argument("--out", default="bench/results", help="where the JSON and PNG go")
     p.add_argument("--modes", action="store_true", help="compare decoding modes on code and prose prompts")
-    p.add_argument("--prompts", type=int, default=8, help="--modes: prompts per set (default 8)")
     p.set_defaults(func=lambda a: __import__("edgedec.bench_modes" if a.modes else "edgedec.bench",
                                              fromlist=["main"]).main(a))
 
     p = sub.add_parser("tune", help="sweep self-spec settings on this device; store the best in the bundle")
-    p.add_argument("bundle", nargs="?")
-    p.add_argument("-t", "--threads", type=int, default=2)
-    p.add_argument("--prompts", type=int, default=3, help="prompts per set, code and prose (default 3)")
-    p.add_argument("-n", "--max-tokens", type=int, default=48)
-    p.add_argument("--out", default="bench/results", help="where the sweep's JSON and PNG go")
+    _add_measure_args(p, max_tokens=48, prompts=3, prompts_help="prompts per set, code and prose (default 3)")
     p.set_defaults(func=lambda a: __import__("edgedec.tune", fromlist=["main"]).main(a))
     return ap
 

@@ -103,13 +103,10 @@ class OrtModel:
         if start == 0:
             x = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, -1)
             n = x.shape[1]
-            if n < self.min_rows:
-                x = np.concatenate([x, np.repeat(x[:, -1:], self.min_rows - n, axis=1)], axis=1)
+            x = _pad_rows(x, self.min_rows)
         else:
             n = _rows(hidden)
-            if n < self.min_rows:
-                h = hidden if isinstance(hidden, np.ndarray) else hidden.numpy()
-                hidden = np.concatenate([h, np.repeat(h[:, -1:], self.min_rows - n, axis=1)], axis=1)
+            hidden = _pad_rows(hidden, self.min_rows)
         out, tapped = hidden, {}
         for seg, sess, io in zip(self.segments, self._sessions, self._bindings):
             if seg.end <= start or seg.start >= end:
@@ -143,9 +140,7 @@ class OrtModel:
     def head(self, hidden) -> np.ndarray:
         """Logits [S, vocab] for a hidden OrtValue [1, S, H] (or a numpy array)."""
         n = _rows(hidden)
-        if n < self.min_rows:
-            h = _numpy(hidden)
-            hidden = np.concatenate([h, np.repeat(h[:, -1:], self.min_rows - n, axis=1)], axis=1)
+        hidden = _pad_rows(hidden, self.min_rows)
         if isinstance(hidden, np.ndarray):
             self._head_io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
         else:
@@ -171,6 +166,15 @@ class OrtModel:
 
 def _numpy(hidden) -> np.ndarray:
     return hidden if isinstance(hidden, np.ndarray) else hidden.numpy()
+
+
+def _pad_rows(a, rows: int):
+    """[1, S, ...] padded to at least `rows` rows by repeating the last one (unchanged when S >= rows)."""
+    n = _rows(a)
+    if n >= rows:
+        return a
+    a = _numpy(a)
+    return np.concatenate([a, np.repeat(a[:, -1:], rows - n, axis=1)], axis=1)
 
 
 def _rows(hidden) -> int:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Step:
     token: int
-    source: str = "model"   # which model/drafter produced the token ("model", "draft", "verify", ...)
+    source: str = "model"   # "model" (a plain step), "self" / "lookup" (an accepted draft), "verify" (the verifier)
 
 
 from .plain import plain  # noqa: E402

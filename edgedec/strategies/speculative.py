@@ -44,6 +44,12 @@ class SpecStats:
     exit_layers: dict = field(default_factory=dict)  # exit layer -> self rounds drafted there
     n_plain_steps: int = 0
 
+    def record(self, drafter: str, drafted: int, accepted: int) -> None:
+        """One verify call that checked `drafted` proposals from `drafter`, `accepted` of them passing."""
+        self.drafted[drafter] = self.drafted.get(drafter, 0) + drafted
+        self.accepted[drafter] = self.accepted.get(drafter, 0) + accepted
+        self.n_verify_calls += 1
+
     def to_dict(self) -> dict:
         drafted, accepted = sum(self.drafted.values()), sum(self.accepted.values())
         return {"acceptance_rate": accepted / drafted if drafted else 0.0,
@@ -53,8 +59,18 @@ class SpecStats:
                 "exit_layers": {str(k): v for k, v in self.exit_layers.items()}}
 
 
-def _rows(h) -> np.ndarray:
+def _numpy(h) -> np.ndarray:
     return h if isinstance(h, np.ndarray) else h.numpy()
+
+
+def _untap(result, taps: dict):
+    """layers() returns (hidden, {cut: hidden}) when asked for taps: file the tapped states, return hidden."""
+    if not isinstance(result, tuple):
+        return result
+    hidden, tapped = result
+    for c, v in tapped.items():
+        taps[c].append(v)
+    return hidden
 
 
 def _accept(logits, drafts, qs, sample, history, model, base, source) -> tuple[list[Step], int]:
@@ -78,7 +94,6 @@ def _accept(logits, drafts, qs, sample, history, model, base, source) -> tuple[l
 
 
 def _self_round(model, x, exit_layer, k, cfg, sample, history, costs, stats, probe) -> list[Step]:
-    n_layers = model.config.n_layers
     base = model.length
     room = model.n_ctx - base - 1
     k = max(1, min(k, room))
@@ -87,12 +102,7 @@ def _self_round(model, x, exit_layer, k, cfg, sample, history, costs, stats, pro
     token, hist = x, list(history)
     t0 = time.perf_counter()
     for _ in range(k):
-        h = model.layers([token], end=exit_layer, taps=[c for c in others if c < exit_layer])
-        if isinstance(h, tuple):
-            h, tapped = h
-            for c, v in tapped.items():
-                taps[c].append(v)
-        h = _rows(h)
+        h = _numpy(_untap(model.layers([token], end=exit_layer, taps=[c for c in others if c < exit_layer]), taps))
         hidden.append(h)
         logits = model.head(h)[0]
         if sample.cfg.greedy:
@@ -110,11 +120,7 @@ def _self_round(model, x, exit_layer, k, cfg, sample, history, costs, stats, pro
     t1 = time.perf_counter()
     out = model.layers(hidden=np.concatenate(hidden, axis=1), start=exit_layer,
                        taps=[c for c in others if c > exit_layer])
-    if isinstance(out, tuple):
-        out, tapped = out
-        for c, v in tapped.items():
-            taps[c].append(v)
-    logits = model.head(out)
+    logits = model.head(_untap(out, taps))
     t2 = time.perf_counter()
     costs.observe_draft(exit_layer, (t1 - t0) / len(drafts))
     costs.observe_verify(exit_layer, len(drafts), t2 - t1)
@@ -122,10 +128,8 @@ def _self_round(model, x, exit_layer, k, cfg, sample, history, costs, stats, pro
                           "self")
     costs.observe_accept(exit_layer, min(n_ok + 1, len(drafts)), n_ok)
     _probe_exits(model, taps, logits, steps, costs)
-    stats.drafted["self"] = stats.drafted.get("self", 0) + len(drafts)
-    stats.accepted["self"] = stats.accepted.get("self", 0) + n_ok
+    stats.record("self", len(drafts), n_ok)
     stats.exit_layers[exit_layer] = stats.exit_layers.get(exit_layer, 0) + 1
-    stats.n_verify_calls += 1
     return steps
 
 
@@ -154,9 +158,7 @@ def _lookup_round(model, x, drafts, sample, history, costs, stats) -> list[Step]
     costs.observe_verify(0, len(drafts) + 1, time.perf_counter() - t0)
     steps, n_ok = _accept(logits, drafts, None, sample, history, model, base, "lookup")
     costs.observe_accept("lookup", min(n_ok + 1, len(drafts)), n_ok)
-    stats.drafted["lookup"] = stats.drafted.get("lookup", 0) + len(drafts)
-    stats.accepted["lookup"] = stats.accepted.get("lookup", 0) + n_ok
-    stats.n_verify_calls += 1
+    stats.record("lookup", len(drafts), n_ok)
     return steps
 
 
