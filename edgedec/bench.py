@@ -1,6 +1,10 @@
 """`edgedec bench`: prefill and decode tok/s of edgedec (ONNX Runtime) and llama.cpp on the same GGUF,
-same threads, in one process, alternating runs; medians and ratios; peak RSS of each in its own process.
-Writes bench/results/bench-<time>.json and a PNG plot."""
+same threads, in one process; peak RSS of each in its own process. Writes bench/results/bench-<time>.json
+and a PNG plot.
+
+The two engines take turns, in alternating order (AB, BA, ...), so drift in the machine's speed hits both.
+Reported: the ratio of the two medians, and the median of the per-run ratios (each run pairs the two
+engines a few seconds apart), which is the steadier number on a shared machine."""
 from __future__ import annotations
 
 import json
@@ -56,8 +60,9 @@ def main(a) -> None:
     _time_backend(ours.backend, ids, 8)           # warm-up both
     _time_backend(peer.backend, ids, 8)
     for i in range(a.runs):
-        rows["edgedec"].append(_time_backend(ours.backend, ids, a.max_tokens))
-        rows["llama.cpp"].append(_time_backend(peer.backend, ids, a.max_tokens))
+        order = (("edgedec", ours), ("llama.cpp", peer))
+        for name, model in order if i % 2 == 0 else order[::-1]:
+            rows[name].append(_time_backend(model.backend, ids, a.max_tokens))
         print(f"run {i + 1}/{a.runs}: edgedec decode {rows['edgedec'][-1][1]:.1f} tok/s, "
               f"llama.cpp {rows['llama.cpp'][-1][1]:.1f} tok/s", file=sys.stderr)
     med = {k: {"prefill_tok_s": float(np.median([r[0] for r in v])), "decode_tok_s": float(np.median([r[1] for r in v]))}
@@ -71,6 +76,7 @@ def main(a) -> None:
         "median": med, "raw": rows,
         "ratio": {"decode": med["edgedec"]["decode_tok_s"] / med["llama.cpp"]["decode_tok_s"],
                   "prefill": med["edgedec"]["prefill_tok_s"] / med["llama.cpp"]["prefill_tok_s"],
+                  "decode_paired": _paired(rows, 1), "prefill_paired": _paired(rows, 0),
                   "rss_delta_mb": med["edgedec"]["peak_rss_mb"] - med["llama.cpp"]["peak_rss_mb"]},
     }
     out = Path(a.out)
@@ -80,11 +86,16 @@ def main(a) -> None:
     _plot(result, stem.with_suffix(".png"))
     r = result["ratio"]
     print(f"decode   edgedec {med['edgedec']['decode_tok_s']:.1f} tok/s, llama.cpp {med['llama.cpp']['decode_tok_s']:.1f}"
-          f" -> {r['decode']:.2f}x")
+          f" -> {r['decode']:.2f}x (median of per-run ratios {r['decode_paired']:.2f}x)")
     print(f"prefill  edgedec {med['edgedec']['prefill_tok_s']:.0f} tok/s, llama.cpp {med['llama.cpp']['prefill_tok_s']:.0f}"
-          f" -> {r['prefill']:.2f}x")
+          f" -> {r['prefill']:.2f}x (median of per-run ratios {r['prefill_paired']:.2f}x)")
     print(f"peak RSS edgedec {med['edgedec']['peak_rss_mb']:.0f} MB, llama.cpp {med['llama.cpp']['peak_rss_mb']:.0f} MB")
     print(f"wrote {stem}.json and {stem}.png")
+
+
+def _paired(rows: dict, i: int) -> float:
+    """Median over runs of edgedec / llama.cpp for column i (0 prefill, 1 decode)."""
+    return float(np.median([a[i] / b[i] for a, b in zip(rows["edgedec"], rows["llama.cpp"])]))
 
 
 def _plot(result, path: Path) -> None:
