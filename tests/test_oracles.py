@@ -54,13 +54,25 @@ def _llamacpp_predictions(bundle, ids, window=512):
     return np.array(preds)
 
 
-def test_top1_agreement_with_llamacpp(int4_bundle, fp32_bundle, running_text):
+def _transformers_predictions(hf_model, ids, window=512):
+    import torch
+    preds = []
+    for s in range(0, len(ids) - 1, window):
+        chunk = ids[s:s + window]
+        if len(chunk) < 2:
+            break
+        with torch.no_grad():
+            preds.extend(hf_model(torch.tensor([chunk])).logits[0, :-1].argmax(-1).tolist())
+    return np.array(preds)
+
+
+def test_top1_agreement_with_llamacpp(hf_model, int4_bundle, fp32_bundle, running_text):
     """Teacher-forced top-1 agreement with llama.cpp on 2,000+ tokens of King Lear.
 
-    The issue asks for >= 98%. The ceiling is llama.cpp's own rounding: it quantizes activations to 8 bits
-    (Q8_1), and even our fp32 bundle (the GGUF's exact weights, fp32 math, matching transformers to 1e-3)
-    agrees with it on only ~96.4% of this text. So this asserts what quantization is responsible for: int4
-    loses at most 1 point of agreement against the exact-math bundle, and stays >= 95%."""
+    The issue asks for >= 98%. The ceiling is llama.cpp's own rounding (8-bit activations, f16 KV cache):
+    transformers in fp32, which no one here wrote, agrees with it on only ~96.4% of this text, and so does
+    our fp32 bundle. So this asserts what quantization is responsible for: int4 loses at most 1 point of
+    agreement against exact math (transformers, and our fp32 bundle), and stays >= 95%."""
     pytest.importorskip("llama_cpp", reason="llamacpp extra: pip install 'edgedec[llamacpp]'")
     agree = {}
     for name, b in (("int4", int4_bundle), ("fp32", fp32_bundle)):
@@ -68,10 +80,12 @@ def test_top1_agreement_with_llamacpp(int4_bundle, fp32_bundle, running_text):
         ids = ours.tokenizer.encode(running_text)
         assert len(ids) >= 2000
         _, pred = token_nll(ours, ids, window=512)
-        agree[name] = float((_llamacpp_predictions(ours.bundle, ids) == pred).mean())
+        peer = _llamacpp_predictions(ours.bundle, ids)
+        agree[name] = float((peer == pred).mean())
+    agree["transformers"] = float((peer == _transformers_predictions(hf_model, ids)).mean())
     print(f"top-1 agreement with llama.cpp over {len(ids)} tokens: {agree}")
     assert agree["int4"] >= 0.95
-    assert agree["int4"] >= agree["fp32"] - 0.01
+    assert agree["int4"] >= max(agree["fp32"], agree["transformers"]) - 0.01
 
 
 def test_tokenizer_matches_llamacpp(int4_bundle):
