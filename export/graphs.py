@@ -124,17 +124,23 @@ def _embedding(b: Builder, src, ids: str) -> str:
     ids = b.node("Reshape", [ids, b.const("shape.flat", np.array([-1]))], "/model/embed/Flatten")[0]
     if b.quant == "fp32":
         return b.node("Gather", [b.init("embed.weight", w), ids], "/model/embed/Gather")[0]
-    codes, scales, err = quantize_rows_int8(w)                             # [V,H] i8, [V,H/32]
+    codes, scales, err = quantize_rows_int8(w)                             # [V,B*32] i8, [V,B]
     b.errors["token_embd.weight (embedding)"] = err.to_dict()
-    q = b.node("Gather", [b.init("embed.qweight", codes), ids], "/model/embed/GatherCodes")[0]    # [S,H]
-    s = b.node("Gather", [b.init("embed.scales", scales), ids], "/model/embed/GatherScales")[0]  # [S,H/32]
+    n_blocks, hidden = scales.shape[1], w.shape[1]
+    q = b.node("Gather", [b.init("embed.qweight", codes), ids], "/model/embed/GatherCodes")[0]    # [S,B*32]
+    s = b.node("Gather", [b.init("embed.scales", scales), ids], "/model/embed/GatherScales")[0]  # [S,B]
     qf = b.node("Cast", [q], "/model/embed/Cast", to=TensorProto.FLOAT)[0]
-    blocks = b.node("Reshape", [qf, b.init("embed.block_shape", np.array([-1, w.shape[1] // BLOCK, BLOCK]))],
+    blocks = b.node("Reshape", [qf, b.init("embed.block_shape", np.array([-1, n_blocks, BLOCK]))],
                     "/model/embed/ToBlocks")[0]
     s4 = b.node("Unsqueeze", [s, b.init("embed.axis", np.array([-1]))], "/model/embed/ScalesUnsqueeze")[0]
     deq = b.node("Mul", [blocks, s4], "/model/embed/Dequant")[0]
-    return b.node("Reshape", [deq, b.const("shape.rows", np.array([-1, w.shape[1]]))],
+    rows = b.node("Reshape", [deq, b.const("embed.padded_rows", np.array([-1, n_blocks * BLOCK]))],
                   "/model/embed/FromBlocks")[0]
+    if n_blocks * BLOCK == hidden:
+        return rows
+    return b.node("Slice", [rows, b.const("embed.slice_start", np.array([0])),
+                            b.const("embed.slice_end", np.array([hidden])), b.const("axis.1", np.array([1]))],
+                  "/model/embed/Unpad")[0]
 
 
 def build_segment(src, start: int, end: int, quant: str, max_len: int) -> tuple[onnx.ModelProto, dict]:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgedec.errors import UnsupportedModelError
+
 NAME = "llama"
 LAYER_WEIGHTS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
                  "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
@@ -73,9 +75,16 @@ def config_from_gguf(meta: dict, tensor_names: set[str]) -> LlamaConfig:
 
 
 def config_from_hf(cfg: dict, tensor_names: set[str]) -> LlamaConfig:
-    """Build the config from a Hugging Face `config.json` (LlamaForCausalLM)."""
+    """Build the config from a Hugging Face `config.json` (LlamaForCausalLM). `tensor_names` are the
+    checkpoint's tensors under their GGUF names. transformers 5 keeps rope_theta in `rope_parameters`,
+    earlier versions at the top level (and scaling in `rope_scaling`)."""
     n_heads = int(cfg["num_attention_heads"])
     hidden = int(cfg["hidden_size"])
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise UnsupportedModelError(f"rope scaling '{rope_type}' is not supported yet; supported: default "
+                                    "(plain rope_theta)")
     return LlamaConfig(
         n_layers=int(cfg["num_hidden_layers"]),
         hidden=hidden,
@@ -85,9 +94,9 @@ def config_from_hf(cfg: dict, tensor_names: set[str]) -> LlamaConfig:
         ffn=int(cfg["intermediate_size"]),
         vocab=int(cfg["vocab_size"]),
         rms_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-        rope_base=float(cfg.get("rope_theta", 10000.0)),
+        rope_base=float(rope.get("rope_theta", cfg.get("rope_theta", 10000.0))),
         context=int(cfg.get("max_position_embeddings", 2048)),
-        tied_embeddings=bool(cfg.get("tie_word_embeddings", False)) or "lm_head.weight" not in tensor_names,
+        tied_embeddings="output.weight" not in tensor_names,
     )
 
 

@@ -67,6 +67,17 @@ def test_hf_folder_of_unsupported_architecture(tmp_path):
     one_line_error(run_cli("export", d, "-o", tmp_path / "b"), "gemma3", "supported: llama")
 
 
+def test_hf_folder_with_rope_scaling(tmp_path):
+    d = tmp_path / "llama31"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({
+        "model_type": "llama", "num_attention_heads": 4, "hidden_size": 64, "num_hidden_layers": 1,
+        "intermediate_size": 128, "vocab_size": 32, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}))
+    (d / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    one_line_error(run_cli("export", d, "-o", tmp_path / "b"), "rope scaling 'llama3' is not supported")
+    no_partial(tmp_path / "b")
+
+
 @pytest.fixture
 def bundle_copy(tmp_path, int4_bundle):
     dst = tmp_path / "bundle"
