@@ -57,6 +57,11 @@ class LlamaConfig:
 
 def config_from_gguf(meta: dict, tensor_names: set[str]) -> LlamaConfig:
     """Build the config from GGUF metadata (`llama.*` keys)."""
+    scaling = str(meta.get("llama.rope.scaling.type", "none"))
+    if scaling != "none" or "rope_freqs.weight" in tensor_names:
+        kind = scaling if scaling != "none" else "per-frequency factors (rope_freqs)"
+        raise UnsupportedModelError(f"rope scaling '{kind}' is not supported yet; supported: default "
+                                    "(plain rope freq_base)")
     hidden = int(meta["llama.embedding_length"])
     n_heads = int(meta["llama.attention.head_count"])
     return LlamaConfig(

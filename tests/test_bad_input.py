@@ -67,6 +67,24 @@ def test_hf_folder_of_unsupported_architecture(tmp_path):
     one_line_error(run_cli("export", d, "-o", tmp_path / "b"), "gemma3", "supported: llama")
 
 
+def test_gguf_with_rope_scaling(tmp_path):
+    import gguf
+    import numpy as np
+    f = tmp_path / "scaled.gguf"
+    w = gguf.GGUFWriter(str(f), "llama")
+    w.add_block_count(1)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_feed_forward_length(128)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_context_length(128)
+    w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+    w.add_tensor("token_embd.weight", np.zeros((4, 64), np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    one_line_error(run_cli("export", f, "-o", tmp_path / "b"), "rope scaling 'linear' is not supported")
+    no_partial(tmp_path / "b")
+
+
 def test_hf_folder_with_rope_scaling(tmp_path):
     d = tmp_path / "llama31"
     d.mkdir()
