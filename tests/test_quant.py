@@ -1,0 +1,53 @@
+"""The quantizers against GGUF's own block formats, quantized by gguf-py (not by us)."""
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf.quants import dequantize, quantize
+
+from edgedec.export.quant import quantize_int4, quantize_int8
+
+
+def _unpack(packed: np.ndarray, n: int) -> np.ndarray:
+    """[..., m] bytes -> [..., n] nibbles, low nibble first (MatMulNBits' packing)."""
+    return np.stack([packed & 15, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)[..., :n]
+
+
+def _int4_dequant(w: np.ndarray) -> tuple[np.ndarray, object]:
+    codes, scales, zp, residual, err = quantize_int4(w)
+    q = _unpack(codes, 32).astype(np.float32)                          # [N, B, 32]
+    z = _unpack(zp, scales.shape[1]).astype(np.float32)                # [N, B]
+    r = residual if residual is not None else np.zeros_like(scales)
+    deq = (q - z[..., None]) * scales[..., None] + r[..., None]
+    return deq.reshape(w.shape[0], -1)[:, : w.shape[1]], err
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32) * 0.05
+
+
+@pytest.mark.parametrize("qtype", [T.Q4_0, T.Q4_1])
+def test_int4_keeps_4bit_gguf_blocks_exactly(weights, qtype):
+    w = dequantize(quantize(weights, qtype), qtype).astype(np.float32)
+    deq, err = _int4_dequant(w)
+    assert np.array_equal(deq, w) and err.max_abs == 0.0
+
+
+@pytest.mark.parametrize("qtype", [T.Q5_0, T.Q8_0])
+def test_int4_requantizes_other_formats_within_a_step(weights, qtype):
+    """Not on a 4-bit grid: rounded to 16 levels whose integer zero point may shift the grid against the
+    block's range, so the error stays within one step (scale candidates go up to 1.06x min-max)."""
+    w = dequantize(quantize(weights, qtype), qtype).astype(np.float32)
+    deq, err = _int4_dequant(w)
+    blocks = w.reshape(w.shape[0], -1, 32)
+    step = ((blocks.max(-1) - blocks.min(-1)) / 15 * 1.06)[..., None]
+    assert (np.abs(deq - w).reshape(blocks.shape) <= step + 1e-7).all()
+    assert 0 < err.rel_rms < 0.1
+    assert err.max_abs == pytest.approx(np.abs(deq - w).max(), rel=1e-6)
+
+
+def test_int8_keeps_q8_0_exactly(weights):
+    w = dequantize(quantize(weights, T.Q8_0), T.Q8_0).astype(np.float32)
+    codes, scales, zp, err = quantize_int8(w)
+    deq = (codes.astype(np.float32) - zp[..., None]) * scales[..., None]
+    assert np.abs(deq.reshape(w.shape) - w).max() <= 1e-7 * np.abs(w).max() and err.max_abs <= 1e-7
