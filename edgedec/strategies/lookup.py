@@ -3,13 +3,17 @@
 If the last n tokens occurred earlier in the prompt or the output, propose the tokens that followed that
 earlier occurrence. Code and edits repeat identifiers and whole lines, so the proposals are often right,
 and they cost nothing to make.
+
+Matching suffixes of up to 8 tokens rather than 3 picks the better of several earlier occurrences: on
+held-out greedy continuations (`python bench/lookup_ngram.py`) the first proposed token is right 57%
+rather than 52% of the time on code (37% vs 36% on prose).
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def propose(history: list[int], max_tokens: int, ngram_max: int = 3, ngram_min: int = 1) -> list[int]:
+def propose(history: list[int], max_tokens: int, ngram_max: int = 8, ngram_min: int = 1) -> list[int]:
     """Up to `max_tokens` tokens that followed the most recent earlier match of the longest suffix n-gram
     (n from ngram_max down to ngram_min). Returns [] when nothing matches."""
     h = np.asarray(history, dtype=np.int64)

@@ -28,7 +28,7 @@ class SpecConfig:
     threshold: float = 0.3          # stop drafting once the draft's top probability falls below this
     lookup: bool = True             # also try prompt-lookup proposals (self-spec); lookup mode always does
     adaptive: bool = True           # fall back to plain decoding when the cost model says so
-    ngram_max: int = 3              # lookup: longest suffix n-gram to match
+    ngram_max: int = 8              # lookup: longest suffix n-gram to match (bench/lookup_ngram.py)
 
     def check(self, n_layers: int, cuts: list[int]) -> None:
         """Bad settings get an error naming the valid range."""
