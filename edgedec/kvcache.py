@@ -4,8 +4,8 @@
     offset[i]: how many positions of layer i are valid
 
 Layers keep separate offsets because self-speculation runs the first layers ahead of the rest.
-`truncate(length)` drops positions past `length` in every layer by moving offsets; a rejected draft costs nothing, because the
-next step overwrites those slots in place. Nothing here copies the buffers.
+`truncate(length)` drops positions past `length` in every layer by moving offsets; a rejected draft costs
+nothing, because the next step overwrites those slots in place. Nothing here copies the buffers.
 """
 from __future__ import annotations
 

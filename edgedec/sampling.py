@@ -94,10 +94,10 @@ class Sampler:
         qd = 1.0 if q is None else q[draft]
         if self.rng.random() * qd < p[draft]:
             return True, draft
-        residual = p.copy()
         if q is None:
+            residual = p.copy()
             residual[draft] = 0.0
         else:
-            residual = np.maximum(residual - q, 0.0)
+            residual = np.maximum(p - q, 0.0)
         total = residual.sum()
         return False, self.draw(residual / total if total > 0 else p)

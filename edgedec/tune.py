@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .bench_modes import measure
+from .bundle import MANIFEST
 from .prompts import code_prompts, writing_prompts
 from .strategies import SpecConfig
 
@@ -40,7 +41,7 @@ def sweep(model, prompts, exits, draft_lens=DRAFT_LENS, thresholds=THRESHOLDS, n
 
 def write_defaults(bundle, defaults: dict) -> None:
     """Replace the manifest's defaults atomically (the manifest is not in its own checksum list)."""
-    path = Path(bundle.path) / "edgedec.json"
+    path = Path(bundle.path) / MANIFEST
     manifest = json.loads(path.read_text())
     manifest.setdefault("defaults", {}).update(defaults)
     tmp = path.with_suffix(".json.tmp")
@@ -54,7 +55,7 @@ def main(a) -> None:
     bundle = _ensure_default_bundle(a.bundle)
     model = load(bundle, threads=a.threads, n_ctx=2048, exact=True)
     prompts = [model.encode_prompt(p) for p in code_prompts(a.prompts) + writing_prompts(a.prompts)]
-    exits = [c for c in model.bundle.cuts if c < model.bundle.config.n_layers]
+    exits = model.bundle.cuts[:-1]          # the last cut is the layer count
     rows = sweep(model, prompts, exits, n_new=a.max_tokens, progress=_progress)
     plain = rows[0][1]
     best, rate = max(rows[1:], key=lambda r: r[1])

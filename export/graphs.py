@@ -107,7 +107,7 @@ class Builder:
                 padded = self.node("Pad", [x, pads], f"{name}/Pad")[0]
             shape = self.const(f"block_sums.shape.{k}", np.array([-1, -(-k // BLOCK), BLOCK]))
             blocks = self.node("Reshape", [padded, shape], f"{name}/Reshape")[0]
-            axis = self.const("block_sums.axis", np.array([-1]))
+            axis = self.const("axis.last", np.array([-1]))
             self.block_sums[x] = self.node("ReduceSum", [blocks, axis], name, keepdims=0)[0]
         return self.block_sums[x]
 
@@ -130,9 +130,9 @@ def _embedding(b: Builder, src, ids: str) -> str:
     q = b.node("Gather", [b.init("embed.qweight", codes), ids], "/model/embed/GatherCodes")[0]    # [S,B*32]
     s = b.node("Gather", [b.init("embed.scales", scales), ids], "/model/embed/GatherScales")[0]  # [S,B]
     qf = b.node("Cast", [q], "/model/embed/Cast", to=TensorProto.FLOAT)[0]
-    blocks = b.node("Reshape", [qf, b.init("embed.block_shape", np.array([-1, n_blocks, BLOCK]))],
+    blocks = b.node("Reshape", [qf, b.const("embed.block_shape", np.array([-1, n_blocks, BLOCK]))],
                     "/model/embed/ToBlocks")[0]
-    s4 = b.node("Unsqueeze", [s, b.init("embed.axis", np.array([-1]))], "/model/embed/ScalesUnsqueeze")[0]
+    s4 = b.node("Unsqueeze", [s, b.const("axis.last", np.array([-1]))], "/model/embed/ScalesUnsqueeze")[0]
     deq = b.node("Mul", [blocks, s4], "/model/embed/Dequant")[0]
     rows = b.node("Reshape", [deq, b.const("embed.padded_rows", np.array([-1, n_blocks * BLOCK]))],
                   "/model/embed/FromBlocks")[0]

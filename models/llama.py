@@ -55,13 +55,19 @@ class LlamaConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
+def _plain_rope_only(scaling: str, plain: str) -> None:
+    """Rope scaling changes the rotary frequencies, which the graphs do not implement: refuse it."""
+    if scaling != plain:
+        raise UnsupportedModelError(f"rope scaling '{scaling}' is not supported yet; supported: plain rotary "
+                                    "embeddings (one rope base)")
+
+
 def config_from_gguf(meta: dict, tensor_names: set[str]) -> LlamaConfig:
     """Build the config from GGUF metadata (`llama.*` keys)."""
     scaling = str(meta.get("llama.rope.scaling.type", "none"))
-    if scaling != "none" or "rope_freqs.weight" in tensor_names:
-        kind = scaling if scaling != "none" else "per-frequency factors (rope_freqs)"
-        raise UnsupportedModelError(f"rope scaling '{kind}' is not supported yet; supported: default "
-                                    "(plain rope freq_base)")
+    if "rope_freqs.weight" in tensor_names:
+        scaling = "per-frequency factors (rope_freqs)"
+    _plain_rope_only(scaling, "none")
     hidden = int(meta["llama.embedding_length"])
     n_heads = int(meta["llama.attention.head_count"])
     return LlamaConfig(
@@ -86,10 +92,7 @@ def config_from_hf(cfg: dict, tensor_names: set[str]) -> LlamaConfig:
     n_heads = int(cfg["num_attention_heads"])
     hidden = int(cfg["hidden_size"])
     rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise UnsupportedModelError(f"rope scaling '{rope_type}' is not supported yet; supported: default "
-                                    "(plain rope_theta)")
+    _plain_rope_only(rope.get("rope_type", rope.get("type", "default")), "default")
     return LlamaConfig(
         n_layers=int(cfg["num_hidden_layers"]),
         hidden=hidden,

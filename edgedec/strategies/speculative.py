@@ -168,14 +168,14 @@ def speculative(model, new_tokens: list[int], sample, history: list[int], spec: 
     rounds. `self_draft=False` is `--mode lookup`."""
     spec = spec or SpecConfig()
     stats = stats if stats is not None else SpecStats()
-    n_layers = model.config.n_layers
     if not self_draft:
         exits = []
     elif spec.exit_layer is not None:
         exits = [spec.exit_layer]
     else:
-        exits = [c for c in model.cuts if c < n_layers]
-    costs = CostModel(n_layers, exits, spec.k_max, adaptive=spec.adaptive, free_rows=getattr(model, "min_rows", 1))
+        exits = model.cuts[:-1]          # the last cut is the layer count
+    costs = CostModel(model.config.n_layers, exits, spec.k_max, adaptive=spec.adaptive,
+                      free_rows=getattr(model, "min_rows", 1))
     use_lookup = spec.lookup or not self_draft
     logits = model.forward(new_tokens)[-1]
     x = sample(logits, history)
