@@ -84,7 +84,7 @@ class Model:
         self.tokenizer = Tokenizer(self.bundle)
         if backend == "onnxruntime":
             from edgedec.runtimes.onnxruntime import OrtModel
-            self.backend = OrtModel(self.bundle, threads=threads, n_ctx=n_ctx)
+            self.backend = OrtModel(self.bundle, threads=threads, n_ctx=n_ctx, min_rows=2 if exact else 1)
         elif backend == "llamacpp":
             from edgedec.runtimes.llamacpp import LlamaCppModel
             self.backend = LlamaCppModel(self.bundle, threads=threads, n_ctx=n_ctx)
@@ -205,9 +205,9 @@ class Model:
             sources[r.source] = sources.get(r.source, 0) + 1
             notice = notice or r.notice
             last = r
-        spec = self.last_stats.to_dict() if kw.get("mode", "plain") != "plain" else None
+        speculation = self.last_stats.to_dict() if kw.get("mode", "plain") != "plain" else None
         return Result("".join(text), tokens, last.n_prompt_tokens, last.n_new_tokens, last.prefill_tok_s,
-                      last.decode_tok_s, last.finish_reason, _peak_rss_mb(), sources, notice, spec)
+                      last.decode_tok_s, last.finish_reason, _peak_rss_mb(), sources, notice, speculation)
 
     def default_spec(self) -> SpecConfig:
         """The bundle's tuned speculation settings (`edgedec tune`), else the built-in defaults."""
