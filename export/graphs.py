@@ -14,8 +14,8 @@ Gemm (y + block_sums @ residual) instead of MatMul + Add: measured ~7 us less pe
          │  SimplifiedLayerNorm / SkipSimplifiedLayerNorm (adds the residual)  │
          │  MatMulNBits(QKV packed) → GroupQueryAttention(rotary interleaved,  │
          │       past_key_i/past_value_i: shared buffers [1, kv, max_len, d])  │
-         │  MatMulNBits(o) → SkipSimplifiedLayerNorm → MatMulNBits(gate), (up) │
-         │  Sigmoid·Mul·Mul (SwiGLU) → MatMulNBits(down) → next layer's skip   │
+         │  MatMulNBits(o) → SkipSimplifiedLayerNorm → MatMulNBits(gate|up) →  │
+         │  Split → SiLU·Mul (SwiGLU) → MatMulNBits(down) → next layer's skip  │
          └────────────────────────────────────────────────────────────────────┘
                               ▼
                       hidden_out [1,S,H]
@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .quant import BLOCK, QuantError, quantize_int4, quantize_int8, quantize_rows_int8
+from .quant import BLOCK, QuantError, pack_nibbles, quantize_int4, quantize_int8, quantize_rows_int8
 
 OPSET = 21
 MS = "com.microsoft"
@@ -97,18 +97,20 @@ class Builder:
 
     def _block_sums(self, x: str, k: int) -> str:
         """Sum of x over each block of 32 along K ([S,K] -> [S,K/32]), shared by the linears reading x.
-        A Reshape (a view) and a ReduceSum: no weights, and measured ~4% faster decoding than a matmul
-        with a 0/1 matrix, which also cost 7 MB of initializers."""
+
+        One MatMulNBits whose 4-bit weights are 0/1 block indicators: like the main matmuls it quantizes x
+        to int8 per block, so the sums are those of the quantized activations, as in llama.cpp's
+        Q4_1 x Q8_1 dot product (the `s` field of a Q8_1 block). One node instead of Reshape + ReduceSum:
+        measured ~1.5% faster decoding; perplexity and agreement with llama.cpp unchanged (README)."""
         if x not in self.block_sums:
-            name = f"{x.rsplit('/output_', 1)[0]}/BlockSums"
-            padded = x
-            if k % BLOCK:
-                pads = self.const(f"block_sums.pads.{k}", np.array([0, 0, 0, -k % BLOCK]))
-                padded = self.node("Pad", [x, pads], f"{name}/Pad")[0]
-            shape = self.const(f"block_sums.shape.{k}", np.array([-1, -(-k // BLOCK), BLOCK]))
-            blocks = self.node("Reshape", [padded, shape], f"{name}/Reshape")[0]
-            axis = self.const("axis.last", np.array([-1]))
-            self.block_sums[x] = self.node("ReduceSum", [blocks, axis], name, keepdims=0)[0]
+            n_blocks = -(-k // BLOCK)
+            ones = np.zeros((n_blocks, n_blocks, BLOCK), np.uint8)
+            ones[np.arange(n_blocks), np.arange(n_blocks)] = 1
+            ins = [x, self.const(f"block_sums.{k}.qweight", pack_nibbles(ones)),
+                   self.const(f"block_sums.{k}.scales", np.ones((n_blocks, n_blocks), np.float32)),
+                   self.const(f"block_sums.{k}.zero_points", pack_nibbles(np.zeros((n_blocks, n_blocks), np.uint8)))]
+            self.block_sums[x] = self.node("MatMulNBits", ins, f"{x.rsplit('/output_', 1)[0]}/BlockSums", domain=MS,
+                                           K=k, N=n_blocks, bits=4, block_size=BLOCK, accuracy_level=4)[0]
         return self.block_sums[x]
 
 
@@ -195,8 +197,11 @@ def build_segment(src, start: int, end: int, quant: str, max_len: int) -> tuple[
         h, _, _, residual = b.node("SkipSimplifiedLayerNormalization",
                                    [o, residual, b.init(f"layers.{i}.ffn_norm", w("ffn_norm"))],
                                    f"{p}/ffn_norm", n_out=4, domain=MS, epsilon=cfg.rms_eps)
-        g = b.linear(h, w("ffn_gate"), f"{p}/mlp/gate_proj", f"blk.{i}.ffn_gate.weight")
-        u = b.linear(h, w("ffn_up"), f"{p}/mlp/up_proj", f"blk.{i}.ffn_up.weight")
+        # gate and up as one matmul (and one correction), then split: measured ~4% faster decoding
+        gate_up = b.linear(h, np.concatenate([w("ffn_gate"), w("ffn_up")], axis=0), f"{p}/mlp/gate_up_proj",
+                           f"blk.{i}.ffn_gate_up.weight")
+        g, u = b.node("Split", [gate_up, b.const("split.ffn", np.array([cfg.ffn, cfg.ffn]))], f"{p}/mlp/Split",
+                      n_out=2, axis=-1)
         sg = b.node("Sigmoid", [g], f"{p}/mlp/act/Sigmoid")[0]
         silu = b.node("Mul", [g, sg], f"{p}/mlp/act/Mul")[0]
         gu = b.node("Mul", [silu, u], f"{p}/mlp/Mul")[0]

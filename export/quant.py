@@ -46,7 +46,7 @@ def _blocks(w: np.ndarray) -> np.ndarray:
     return w.reshape(n, -1, BLOCK)
 
 
-def _pack_nibbles(codes: np.ndarray) -> np.ndarray:
+def pack_nibbles(codes: np.ndarray) -> np.ndarray:
     """[..., 2m] uint8 in 0..15 -> [..., m] bytes, element 2j in the low nibble."""
     if codes.shape[-1] % 2:
         codes = np.concatenate([codes, np.zeros(codes.shape[:-1] + (1,), np.uint8)], axis=-1)
@@ -99,7 +99,7 @@ def quantize_int4(w: np.ndarray):
     deq = ((codes.astype(np.float32) - best_z[..., None]) * best_s[..., None] + residual[..., None])
     err = _error(w, deq.reshape(w.shape[0], -1)[:, : w.shape[1]])
     has_residual = bool(np.abs(residual).max() > 0)
-    return (_pack_nibbles(codes), best_s.astype(np.float32), _pack_nibbles(best_z.astype(np.uint8)),
+    return (pack_nibbles(codes), best_s.astype(np.float32), pack_nibbles(best_z.astype(np.uint8)),
             residual if has_residual else None, err)
 
 

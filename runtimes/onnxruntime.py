@@ -84,6 +84,13 @@ class OrtModel:
                 io.bind_ortvalue_output(f"present_key_{i}", k)
                 io.bind_ortvalue_output(f"present_value_{i}", v)
             self._bindings.append(io)
+        # per segment: seqlens_k and total_seq_len live in numpy arrays bound once, updated in place
+        self._positions = []
+        for io in self._bindings:
+            seqlens, total = np.zeros(1, np.int32), np.zeros((), np.int32)
+            io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
+            io.bind_ortvalue_input("total_seq_len", ort.OrtValue.ortvalue_from_numpy(total))
+            self._positions.append((seqlens, total))
         self._head_io = self._head.io_binding()
         self._head_io.bind_output("logits", "cpu")
 
@@ -108,7 +115,7 @@ class OrtModel:
             n = _rows(hidden)
             hidden = _pad_rows(hidden, self.min_rows)
         out, tapped = hidden, {}
-        for seg, sess, io in zip(self.segments, self._sessions, self._bindings):
+        for seg, sess, io, (seqlens, total) in zip(self.segments, self._sessions, self._bindings, self._positions):
             if seg.end <= start or seg.start >= end:
                 continue
             if seg.start < start or seg.end > end:
@@ -125,9 +132,8 @@ class OrtModel:
             else:
                 io.bind_ortvalue_input("hidden_in", out)
             rows = max(n, self.min_rows)
+            seqlens[0], total[()] = past + rows - 1, past + rows
             io.bind_output("hidden_out", "cpu")   # re-bound each call: S changes between calls
-            io.bind_cpu_input("seqlens_k", np.array([past + rows - 1], np.int32))
-            io.bind_cpu_input("total_seq_len", np.array(past + rows, np.int32))
             sess.run_with_iobinding(io)
             out = io.get_outputs()[0]
             self.cache.advance(seg.start, seg.end, n)
