@@ -20,6 +20,7 @@ from .bundle import default_bundle_path, read_manifest
 from .errors import EdgedecError, ModeError
 from .sampling import Sampler, SamplerConfig
 from .strategies import SPECULATIVE, STRATEGIES, SpecConfig, SpecStats
+from .strategies.policy import PathLedger
 from .tokenizer import StreamDecoder, Tokenizer
 
 BACKENDS = ("onnxruntime", "llamacpp")
@@ -77,7 +78,10 @@ class Model:
     def __init__(self, bundle=None, backend: str = "onnxruntime", threads: int = 2, n_ctx: int = 2048,
                  verify: bool = True, exact: bool | None = None):
         """exact: run every ONNX call on the many-row kernel path (see runtimes/onnxruntime.py), so that
-        one-token steps and batched verification agree bit for bit. None: on for speculative modes only."""
+        one-token steps and batched verification agree bit for bit. None (auto): a speculative call either
+        speculates on that path or, when this model's measured rates say it would lose, decodes plainly on
+        one-row kernels (`PathLedger`); from a cold cache, either way the call's output is token for token
+        that of one of the two plain paths."""
         if threads < 1:
             raise EdgedecError("--threads must be at least 1")
         self.bundle = read_manifest(bundle or default_bundle_path(), verify_checksums=verify)
@@ -92,6 +96,7 @@ class Model:
             raise ModeError(f"backend '{backend}' is unknown; choose one of {', '.join(BACKENDS)}")
         self.backend_name = backend
         self.exact = exact
+        self.paths = PathLedger()
         self.n_ctx = n_ctx
         self.last_stats: SpecStats | None = None
         self.context: list[int] = []   # tokens whose KV the backend holds: context[:backend.length]
@@ -138,9 +143,12 @@ class Model:
                             f"(use --backend onnxruntime for {', '.join(SPECULATIVE)})")
         spec = spec or self.default_spec()
         spec.check(self.bundle.config.n_layers, self.bundle.cuts)
+        path = "plain"           # speculative modes: "speculate", or "plain" when the ledger says it pays
+        if mode in SPECULATIVE:
+            path = self.paths.choose(mode) if self.exact is None and spec.adaptive else "speculate"
         if self.backend_name == "onnxruntime":
-            self.backend.min_rows = 2 if (self.exact if self.exact is not None else mode in SPECULATIVE) else 1
-        stats = self.last_stats = SpecStats()
+            self.backend.min_rows = 2 if (self.exact if self.exact is not None else path == "speculate") else 1
+        stats = self.last_stats = SpecStats(path=path)
         if max_tokens < 1:
             raise EdgedecError("--max-tokens must be at least 1")
         ids = list(prompt) if isinstance(prompt, list) else self.encode_prompt(prompt, messages, system, chat)
@@ -159,7 +167,8 @@ class Model:
         t0 = time.perf_counter()
         t_first = None
         n_new = 0
-        steps = STRATEGIES[mode](self.backend, self._reuse_prefix(ids), sample, history, spec, stats)
+        steps = STRATEGIES[mode if path == "speculate" else "plain"](self.backend, self._reuse_prefix(ids), sample,
+                                                                     history, spec, stats)
         try:
             for step in steps:
                 now = time.perf_counter()
@@ -195,6 +204,10 @@ class Model:
         finally:
             steps.close()
             self.context = self.context[: self.backend.length]
+            if path == "plain" and mode in SPECULATIVE:
+                stats.n_plain_steps = max(n_new - 1, 0)
+            if n_new > 8 and self.backend_name == "onnxruntime" and self.exact is None:
+                self.paths.observe(mode if path == "speculate" else "plain", (n_new - 1) / (now - t_first))
 
     def generate(self, prompt=None, **kw) -> Result:
         text, tokens, last, sources = [], [], None, {}

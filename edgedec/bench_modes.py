@@ -2,10 +2,12 @@
 
 For each prompt set (HumanEval code, writingbench prose) and each run, every engine decodes every prompt:
 llama.cpp plain (flash attention, the bundle's GGUF), edgedec plain (one-row kernels), edgedec plain on the
-exact path, self-spec and lookup (on the exact path, and with --no-exact: one-row plain steps, many-row
-verification, so not token-identical to either plain). Engines alternate within a run; each run's tok/s is total new tokens over
-total decode time, and the report gives medians over runs plus ratios to edgedec plain. Greedy, eos kept
-(every edgedec mode on the exact path produces the same tokens, so they time the same text).
+exact path, self-spec and lookup on the exact path (`--exact`: always speculate), and self-spec and lookup as
+`generate` runs them by default (auto: each call speculates, or decodes plainly on one-row kernels when the
+rates measured on earlier calls say speculation loses; `PathLedger`). Engines alternate within a run; each
+run's tok/s is total new tokens over total decode time, and the report gives medians over runs plus ratios to
+edgedec plain. Greedy, eos kept (each call's tokens equal one of the two plain paths', so they time the
+same text up to rounding).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from .sampling import SamplerConfig
 def measure(model, prompts: list[list[int]], mode: str, spec=None, n_new: int = 96) -> dict:
     """Decode each prompt from a cold cache; returns tokens, decode seconds and speculation counters."""
     tokens = seconds = 0.0
-    verify = accepted = drafted = 0
+    verify = accepted = drafted = plain_calls = 0
     for ids in prompts:
         model.reset()
         r = model.generate(ids, max_tokens=n_new, mode=mode, spec=spec, sampler=SamplerConfig())
@@ -31,28 +33,29 @@ def measure(model, prompts: list[list[int]], mode: str, spec=None, n_new: int = 
             tokens += r.n_new_tokens - 1
             seconds += (r.n_new_tokens - 1) / r.decode_tok_s
         if r.speculation:
+            plain_calls += r.speculation["path"] == "plain"
             verify += r.speculation["n_verify_calls"]
             accepted += sum(r.speculation["accepted"].values())
             drafted += sum(r.speculation["drafted"].values())
     return {"tok_s": tokens / seconds if seconds else 0.0, "tokens": tokens, "verify_calls": verify,
-            "accepted": accepted, "drafted": drafted}
+            "accepted": accepted, "drafted": drafted,
+            "plain_calls": plain_calls}
 
 
 def engines(bundle, threads: int):
     from .api import load
     fast = load(bundle, threads=threads, n_ctx=2048)
     exact = load(bundle, threads=threads, n_ctx=2048, exact=True)
-    loose = load(bundle, threads=threads, n_ctx=2048, exact=False)
     peer = load(bundle, backend="llamacpp", threads=threads, n_ctx=2048)
     spec = exact.default_spec()
     return fast, {
         "llama.cpp plain": (peer, "plain", None),
         "edgedec plain": (fast, "plain", None),
         "edgedec plain (exact path)": (exact, "plain", None),
-        "edgedec self-spec": (exact, "self-spec", spec),
-        "edgedec lookup": (exact, "lookup", spec),
-        "edgedec self-spec --no-exact": (loose, "self-spec", spec),
-        "edgedec lookup --no-exact": (loose, "lookup", spec),
+        "edgedec self-spec --exact": (exact, "self-spec", spec),
+        "edgedec lookup --exact": (exact, "lookup", spec),
+        "edgedec self-spec (auto)": (fast, "self-spec", spec),
+        "edgedec lookup (auto)": (fast, "lookup", spec),
     }, spec
 
 
@@ -79,6 +82,7 @@ def main(a) -> None:
             "acceptance_rate": {n: r["accepted"] / r["drafted"] for n, r in last.items() if r["drafted"]},
             "mean_accepted_per_verify": {n: r["accepted"] / r["verify_calls"] for n, r in last.items()
                                          if r["verify_calls"]},
+            "plain_calls_last_run": {n: r["plain_calls"] for n, r in last.items() if r["plain_calls"]},
             "raw": runs}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,9 @@ def main(a) -> None:
         for n, v in s["median_tok_s"].items():
             acc = s["acceptance_rate"].get(n)
             print(f"  {n:28s} {v:6.1f} tok/s  {s['ratio_to_edgedec_plain'][n]:.2f}x plain"
-                  + (f"  acceptance {acc:.0%}" if acc is not None else ""))
+                  + (f"  acceptance {acc:.0%}" if acc is not None else "")
+                  + (f"  ({s['plain_calls_last_run'][n]} of {s['n_prompts']} calls plain in the last run)"
+                     if n in s["plain_calls_last_run"] else ""))
     print(f"wrote {stem}.json and {stem}.png")
 
 

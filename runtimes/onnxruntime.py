@@ -75,7 +75,6 @@ class OrtModel:
         self._bindings = []
         for seg, sess in zip(self.segments, self._sessions):
             io = sess.io_binding()
-            io.bind_output("hidden_out", "cpu")   # first: get_outputs() lists outputs in binding order
             for i in range(seg.start, seg.end):
                 k = ort.OrtValue.ortvalue_from_numpy(self.cache.keys[i])
                 v = ort.OrtValue.ortvalue_from_numpy(self.cache.values[i])
@@ -133,9 +132,10 @@ class OrtModel:
                 io.bind_ortvalue_input("hidden_in", out)
             rows = max(n, self.min_rows)
             seqlens[0], total[()] = past + rows - 1, past + rows
-            io.bind_output("hidden_out", "cpu")   # re-bound each call: S changes between calls
+            # a fresh output each call (S changes; callers may keep it). get_outputs() would wrap all 13 outputs
+            out = ort.OrtValue.ortvalue_from_shape_and_type([1, rows, self.config.hidden], np.float32)
+            io.bind_ortvalue_output("hidden_out", out)
             sess.run_with_iobinding(io)
-            out = io.get_outputs()[0]
             self.cache.advance(seg.start, seg.end, n)
             if seg.end in taps:
                 tapped[seg.end] = out.numpy()[:, :n]

@@ -9,6 +9,7 @@ from scipy.stats import chi2_contingency
 import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
 from edgedec.strategies import SpecConfig, SpecStats, speculative
+from edgedec.strategies.policy import PathLedger
 
 from edgedec.prompts import code_prompts, writing_prompts
 
@@ -151,3 +152,30 @@ def test_tune_stores_the_best_setting(int4_bundle, tmp_path):
     write_defaults(m.bundle, {"self-spec": {k: best[k] for k in ("exit_layer", "k_max", "threshold")}})
     spec = edgedec.load(copy).default_spec()
     assert (spec.exit_layer, spec.k_max, spec.threshold) == (24, best["k_max"], 0.0)
+
+
+def test_path_ledger_takes_the_faster_path_and_retries_the_other():
+    ledger = PathLedger()
+    assert ledger.choose("lookup") == "speculate"          # nothing measured yet: try speculating first
+    ledger.observe("lookup", 60.0)
+    assert ledger.choose("lookup") == "plain"              # then measure plain decoding
+    ledger.observe("plain", 80.0)
+    picks = [ledger.choose("lookup") for _ in range(4 + 8 + 16)]
+    tries = [i for i, p in enumerate(picks) if p == "speculate"]
+    assert tries == [3, 11, 27], picks                     # the loser comes back after 4, 8, 16 calls
+    ledger.rates["lookup"] = 90.0                          # speculation now measures faster: it wins
+    assert [ledger.choose("lookup") for _ in range(3)] == ["speculate"] * 3
+
+
+@pytest.mark.parametrize("path", ["plain", "speculate"])
+def test_auto_call_equals_the_plain_path_it_took(exact_model, int4_bundle, path):
+    """Without --exact/--no-exact a speculative call either decodes plainly on one-row kernels (token for
+    token `plain`) or speculates on the many-row path (token for token `plain --exact`); it says which."""
+    auto = edgedec.load(int4_bundle, n_ctx=1024)
+    ids = auto.encode_prompt(code_prompts(1)[0])
+    ref = (auto if path == "plain" else exact_model).generate(ids, max_tokens=N_NEW).tokens
+    auto.paths.rates = {"lookup": 100.0, "plain": 50.0} if path == "speculate" else {"lookup": 50.0, "plain": 100.0}
+    r = auto.generate(ids, max_tokens=N_NEW, mode="lookup")
+    assert r.speculation["path"] == path
+    assert (r.speculation["n_verify_calls"] > 0) == (path == "speculate")
+    assert_same_tokens(exact_model, ids, ref, r.tokens, f"auto, {path}")

@@ -160,3 +160,38 @@ class CostModel:
         elif plan[0] == "self":
             self.stretch = 16
         return plan
+
+
+@dataclass
+class PathLedger:
+    """Per call, whether a speculative mode should speculate at all, from decode rates measured on this model.
+
+    Speculating runs every step on the many-row kernel path (so that the output is token for token plain
+    `--exact`); when the drafts are poor that path costs more than it saves, and one-row plain decoding
+    (token for token plain) is faster. Each call picks the path with the higher measured rate (an average over
+    calls, kept per mode; plain calls feed the plain rate), and every `backoff` calls tries the other one
+    again; the wait doubles (up to 32 calls) while the same path keeps winning.
+    """
+    rates: dict = field(default_factory=dict)      # "plain" or a speculative mode -> decode tok/s
+    wait: dict = field(default_factory=dict)       # mode -> calls left before the losing path is tried
+    backoff: dict = field(default_factory=dict)    # mode -> current wait between tries
+    winner: dict = field(default_factory=dict)     # mode -> the path that won last time
+
+    def choose(self, mode: str) -> str:
+        """"speculate" or "plain" for the next call in `mode`."""
+        if mode not in self.rates:
+            return "speculate"
+        if "plain" not in self.rates:
+            return "plain"
+        best = "speculate" if self.rates[mode] >= self.rates["plain"] else "plain"
+        if best != self.winner.get(mode):
+            self.winner[mode], self.backoff[mode], self.wait[mode] = best, 4, 4
+        self.wait[mode] -= 1
+        if self.wait[mode] > 0:
+            return best
+        self.backoff[mode] = self.wait[mode] = min(2 * self.backoff[mode], 32)
+        return "plain" if best == "speculate" else "speculate"
+
+    def observe(self, key: str, tok_s: float) -> None:
+        """A finished call's decode rate: key is the speculative mode, or "plain" for one-row plain."""
+        self.rates[key] = ema(self.rates.get(key), tok_s, 0.3)

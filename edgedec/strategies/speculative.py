@@ -43,6 +43,7 @@ class SpecStats:
     accepted: dict = field(default_factory=dict)   # drafter -> tokens accepted
     exit_layers: dict = field(default_factory=dict)  # exit layer -> self rounds drafted there
     n_plain_steps: int = 0
+    path: str = "speculate"    # "plain": the call decoded plainly, on one-row kernels (api.Model, PathLedger)
 
     def record(self, drafter: str, drafted: int, accepted: int) -> None:
         """One verify call that checked `drafted` proposals from `drafter`, `accepted` of them passing."""
@@ -54,7 +55,7 @@ class SpecStats:
         drafted, accepted = sum(self.drafted.values()), sum(self.accepted.values())
         return {"acceptance_rate": accepted / drafted if drafted else 0.0,
                 "mean_accepted_per_verify": accepted / self.n_verify_calls if self.n_verify_calls else 0.0,
-                "n_verify_calls": self.n_verify_calls, "n_plain_steps": self.n_plain_steps,
+                "n_verify_calls": self.n_verify_calls, "n_plain_steps": self.n_plain_steps, "path": self.path,
                 "drafted": dict(self.drafted), "accepted": dict(self.accepted),
                 "exit_layers": {str(k): v for k, v in self.exit_layers.items()}}
 
