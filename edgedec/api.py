@@ -207,7 +207,11 @@ class Model:
             if path == "plain" and mode in SPECULATIVE:
                 stats.n_plain_steps = max(n_new - 1, 0)
             if n_new > 8 and self.backend_name == "onnxruntime" and self.exact is None:
-                self.paths.observe(mode if path == "speculate" else "plain", (n_new - 1) / (now - t_first))
+                rate = (n_new - 1) / (now - t_first)
+                if path == "speculate":
+                    self.paths.observe_speculation(mode, rate, stats.t_plain)
+                else:
+                    self.paths.observe_plain(rate)
 
     def generate(self, prompt=None, **kw) -> Result:
         text, tokens, last, sources = [], [], None, {}

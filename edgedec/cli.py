@@ -218,8 +218,10 @@ def _add_model_args(p, gen=True):
         p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
                        help="speculation: fall back to plain decoding when it does not pay (default on)")
         p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
-                       help="run every step on the batched kernel path, so speculative and plain decoding "
-                       "agree bit for bit (default: on for speculative modes, off for plain)")
+                       help="speculative modes: --exact always speculates, every step on the batched kernel "
+                       "path (token for token `plain --exact`); --no-exact keeps plain steps on one-row kernels. "
+                       "Default: per call, speculate on the batched path or decode plainly on one-row kernels, "
+                       "whichever measured faster so far. plain: --exact pads steps to the batched path")
 
 
 def _add_measure_args(p, max_tokens: int, prompts: int, prompts_help: str) -> None:

@@ -154,16 +154,17 @@ def test_tune_stores_the_best_setting(int4_bundle, tmp_path):
     assert (spec.exit_layer, spec.k_max, spec.threshold) == (24, best["k_max"], 0.0)
 
 
-def test_path_ledger_takes_the_faster_path_and_retries_the_other():
+def test_path_ledger_speculates_only_when_the_gain_beats_the_exact_path_tax():
     ledger = PathLedger()
     assert ledger.choose("lookup") == "speculate"          # nothing measured yet: try speculating first
-    ledger.observe("lookup", 60.0)
-    assert ledger.choose("lookup") == "plain"              # then measure plain decoding
-    ledger.observe("plain", 80.0)
+    ledger.observe_speculation("lookup", 90.0, 0.0125)     # 90 tok/s where a plain step took 12.5 ms: gain 1.125
+    assert ledger.choose("lookup") == "plain"              # then measure one-row plain decoding
+    ledger.observe_plain(100.0)                            # 10 ms a step: the exact path's tax is 1.25 > 1.125
     picks = [ledger.choose("lookup") for _ in range(4 + 8 + 16)]
     tries = [i for i, p in enumerate(picks) if p == "speculate"]
     assert tries == [3, 11, 27], picks                     # the loser comes back after 4, 8, 16 calls
-    ledger.rates["lookup"] = 90.0                          # speculation now measures faster: it wins
+    for _ in range(10):                                    # speculation's gain grows past the tax: it wins
+        ledger.observe_speculation("lookup", 120.0, 0.0125)
     assert [ledger.choose("lookup") for _ in range(3)] == ["speculate"] * 3
 
 
@@ -174,7 +175,8 @@ def test_auto_call_equals_the_plain_path_it_took(exact_model, int4_bundle, path)
     auto = edgedec.load(int4_bundle, n_ctx=1024)
     ids = auto.encode_prompt(code_prompts(1)[0])
     ref = (auto if path == "plain" else exact_model).generate(ids, max_tokens=N_NEW).tokens
-    auto.paths.rates = {"lookup": 100.0, "plain": 50.0} if path == "speculate" else {"lookup": 50.0, "plain": 100.0}
+    auto.paths.t_one, auto.paths.t_exact = 0.01, 0.0125                      # the exact path's tax: 1.25
+    auto.paths.gain["lookup"] = 2.0 if path == "speculate" else 1.0
     r = auto.generate(ids, max_tokens=N_NEW, mode="lookup")
     assert r.speculation["path"] == path
     assert (r.speculation["n_verify_calls"] > 0) == (path == "speculate")

@@ -164,26 +164,33 @@ class CostModel:
 
 @dataclass
 class PathLedger:
-    """Per call, whether a speculative mode should speculate at all, from decode rates measured on this model.
+    """Per call, whether a speculative mode should speculate at all, from what earlier calls measured.
 
-    Speculating runs every step on the many-row kernel path (so that the output is token for token plain
-    `--exact`); when the drafts are poor that path costs more than it saves, and one-row plain decoding
-    (token for token plain) is faster. Each call picks the path with the higher measured rate (an average over
-    calls, kept per mode; plain calls feed the plain rate), and every `backoff` calls tries the other one
-    again; the wait doubles (up to 32 calls) while the same path keeps winning.
+    Speculating runs every step on the many-row kernel path, so that the output is token for token plain
+    `--exact`; that path's plain step costs t_exact, more than the one-row step t_one. Speculation pays only
+    when its gain over plain steps on its own path beats that tax:
+
+        gain = tokens per second of a speculative call * t_exact measured in the same call
+        speculate  iff  gain > t_exact / t_one
+
+    `gain` is measured within one call, so it is immune to the machine's drift between calls; the tax is
+    an average over calls of both kinds. Otherwise the call decodes plainly on one-row kernels (token for
+    token plain). The losing path is tried again after 4 calls, then 8, 16, 32 while it keeps losing.
     """
-    rates: dict = field(default_factory=dict)      # "plain" or a speculative mode -> decode tok/s
+    gain: dict = field(default_factory=dict)       # speculative mode -> gain over its own plain steps
+    t_one: float | None = None                     # seconds per one-row plain step
+    t_exact: float | None = None                   # seconds per plain step on the many-row path
     wait: dict = field(default_factory=dict)       # mode -> calls left before the losing path is tried
     backoff: dict = field(default_factory=dict)    # mode -> current wait between tries
     winner: dict = field(default_factory=dict)     # mode -> the path that won last time
 
     def choose(self, mode: str) -> str:
         """"speculate" or "plain" for the next call in `mode`."""
-        if mode not in self.rates:
+        if mode not in self.gain or self.t_exact is None:
             return "speculate"
-        if "plain" not in self.rates:
+        if self.t_one is None:
             return "plain"
-        best = "speculate" if self.rates[mode] >= self.rates["plain"] else "plain"
+        best = "speculate" if self.gain[mode] > self.t_exact / self.t_one else "plain"
         if best != self.winner.get(mode):
             self.winner[mode], self.backoff[mode], self.wait[mode] = best, 4, 4
         self.wait[mode] -= 1
@@ -192,6 +199,12 @@ class PathLedger:
         self.backoff[mode] = self.wait[mode] = min(2 * self.backoff[mode], 32)
         return "plain" if best == "speculate" else "speculate"
 
-    def observe(self, key: str, tok_s: float) -> None:
-        """A finished call's decode rate: key is the speculative mode, or "plain" for one-row plain."""
-        self.rates[key] = ema(self.rates.get(key), tok_s, 0.3)
+    def observe_speculation(self, mode: str, tok_s: float, t_exact_step: float | None) -> None:
+        """A speculative call's decode rate and the mean time of its plain steps (many-row path)."""
+        if t_exact_step:
+            self.gain[mode] = ema(self.gain.get(mode), tok_s * t_exact_step, 0.3)
+            self.t_exact = ema(self.t_exact, t_exact_step, 0.3)
+
+    def observe_plain(self, tok_s: float) -> None:
+        """A call decoded plainly on one-row kernels."""
+        self.t_one = ema(self.t_one, 1.0 / tok_s, 0.3)

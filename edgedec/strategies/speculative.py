@@ -44,6 +44,7 @@ class SpecStats:
     exit_layers: dict = field(default_factory=dict)  # exit layer -> self rounds drafted there
     n_plain_steps: int = 0
     path: str = "speculate"    # "plain": the call decoded plainly, on one-row kernels (api.Model, PathLedger)
+    t_plain: float | None = None   # the cost model's seconds per plain step in this call
 
     def record(self, drafter: str, drafted: int, accepted: int) -> None:
         """One verify call that checked `drafted` proposals from `drafter`, `accepted` of them passing."""
@@ -191,6 +192,7 @@ def speculative(model, new_tokens: list[int], sample, history: list[int], spec: 
             logits = model.forward([x])[-1]
             costs.observe_plain(time.perf_counter() - t0)
             stats.n_plain_steps += 1
+            stats.t_plain = costs.t_plain
             steps = [Step(sample(logits, history))]
             history.append(steps[0].token)
         elif plan[0] == "lookup":
