@@ -79,8 +79,8 @@ class Model:
                  verify: bool = True, exact: bool | None = None):
         """exact: run every ONNX call on the many-row kernel path (see runtimes/onnxruntime.py), so that
         one-token steps and batched verification agree bit for bit. None (auto): a speculative call either
-        speculates on that path or, when this model's measured rates say it would lose, decodes plainly on
-        one-row kernels (`PathLedger`); from a cold cache, either way the call's output is token for token
+        speculates on that path or, when what earlier calls measured says it would lose, decodes plainly
+        on one-row kernels (`PathLedger`); from a cold cache, either way the call's output is token for token
         that of one of the two plain paths."""
         if threads < 1:
             raise EdgedecError("--threads must be at least 1")

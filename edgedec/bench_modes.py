@@ -3,8 +3,8 @@
 For each prompt set (HumanEval code, writingbench prose) and each run, every engine decodes every prompt:
 llama.cpp plain (flash attention, the bundle's GGUF), edgedec plain (one-row kernels), edgedec plain on the
 exact path, self-spec and lookup on the exact path (`--exact`: always speculate), and self-spec and lookup as
-`generate` runs them by default (auto: each call speculates, or decodes plainly on one-row kernels when the
-rates measured on earlier calls say speculation loses; `PathLedger`). Engines alternate within a run; each
+`generate` runs them by default (auto: each call speculates, or decodes plainly on one-row kernels when what
+earlier calls measured says speculation loses; `PathLedger`). Engines take turns prompt by prompt; each
 run's tok/s is total new tokens over total decode time, and the report gives medians over runs plus ratios to
 edgedec plain. Greedy, eos kept (each call's tokens equal one of the two plain paths', so they time the
 same text up to rounding).
@@ -22,24 +22,30 @@ from .prompts import PROMPT_SETS
 from .sampling import SamplerConfig
 
 
-def measure(model, prompts: list[list[int]], mode: str, spec=None, n_new: int = 96) -> dict:
-    """Decode each prompt from a cold cache; returns tokens, decode seconds and speculation counters."""
-    tokens = seconds = 0.0
-    verify = accepted = drafted = plain_calls = 0
-    for ids in prompts:
-        model.reset()
-        r = model.generate(ids, max_tokens=n_new, mode=mode, spec=spec, sampler=SamplerConfig())
-        if r.n_new_tokens > 1:
-            tokens += r.n_new_tokens - 1
-            seconds += (r.n_new_tokens - 1) / r.decode_tok_s
-        if r.speculation:
-            plain_calls += r.speculation["path"] == "plain"
-            verify += r.speculation["n_verify_calls"]
-            accepted += sum(r.speculation["accepted"].values())
-            drafted += sum(r.speculation["drafted"].values())
-    return {"tok_s": tokens / seconds if seconds else 0.0, "tokens": tokens, "verify_calls": verify,
-            "accepted": accepted, "drafted": drafted,
-            "plain_calls": plain_calls}
+def measure(table: dict, prompts: list[list[int]], n_new: int = 96) -> dict:
+    """One run: every engine decodes every prompt from a cold cache. Engines take turns prompt by prompt
+    (in an order rotated each prompt), so the machine's drift falls on all of them alike. Returns per
+    engine: tokens/s (new tokens over decode time) and speculation counters."""
+    names = list(table)
+    totals = {n: {"tokens": 0.0, "seconds": 0.0, "verify_calls": 0, "accepted": 0, "drafted": 0, "plain_calls": 0}
+              for n in names}
+    for j, ids in enumerate(prompts):
+        for name in names[j % len(names):] + names[:j % len(names)]:
+            model, mode, spec = table[name]
+            model.reset()
+            r = model.generate(ids, max_tokens=n_new, mode=mode, spec=spec, sampler=SamplerConfig())
+            t = totals[name]
+            if r.n_new_tokens > 1:
+                t["tokens"] += r.n_new_tokens - 1
+                t["seconds"] += (r.n_new_tokens - 1) / r.decode_tok_s
+            if r.speculation:
+                t["plain_calls"] += r.speculation["path"] == "plain"
+                t["verify_calls"] += r.speculation["n_verify_calls"]
+                t["accepted"] += sum(r.speculation["accepted"].values())
+                t["drafted"] += sum(r.speculation["drafted"].values())
+    for t in totals.values():
+        t["tok_s"] = t["tokens"] / t["seconds"] if t["seconds"] else 0.0
+    return totals
 
 
 def engines(bundle, threads: int):
@@ -69,8 +75,8 @@ def main(a) -> None:
         prompts = [fast.encode_prompt(p) for p in load_prompts(a.prompts)]
         runs = {name: [] for name in table}
         for i in range(a.runs):
-            for name, (model, mode, sp) in table.items():
-                runs[name].append(measure(model, prompts, mode, sp, a.max_tokens))
+            for name, r in measure(table, prompts, a.max_tokens).items():
+                runs[name].append(r)
             print(f"{set_name} run {i + 1}/{a.runs}: " + ", ".join(f"{n} {r[-1]['tok_s']:.1f}" for n, r in runs.items()),
                   file=sys.stderr)
         med = {n: float(np.median([r["tok_s"] for r in v])) for n, v in runs.items()}
