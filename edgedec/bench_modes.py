@@ -22,7 +22,12 @@ from .prompts import PROMPT_SETS
 from .sampling import SamplerConfig
 
 
-def measure(table: dict, prompts: list[list[int]], n_new: int = 96) -> dict:
+def measure(model, prompts: list[list[int]], mode: str, spec=None, n_new: int = 96) -> dict:
+    """One engine over every prompt (what `tune` times): tokens/s and speculation counters."""
+    return measure_turns({mode: (model, mode, spec)}, prompts, n_new)[mode]
+
+
+def measure_turns(table: dict, prompts: list[list[int]], n_new: int = 96) -> dict:
     """One run: every engine decodes every prompt from a cold cache. Engines take turns prompt by prompt
     (in an order rotated each prompt), so the machine's drift falls on all of them alike. Returns per
     engine: tokens/s (new tokens over decode time) and speculation counters."""
@@ -75,7 +80,7 @@ def main(a) -> None:
         prompts = [fast.encode_prompt(p) for p in load_prompts(a.prompts)]
         runs = {name: [] for name in table}
         for i in range(a.runs):
-            for name, r in measure(table, prompts, a.max_tokens).items():
+            for name, r in measure_turns(table, prompts, a.max_tokens).items():
                 runs[name].append(r)
             print(f"{set_name} run {i + 1}/{a.runs}: " + ", ".join(f"{n} {r[-1]['tok_s']:.1f}" for n, r in runs.items()),
                   file=sys.stderr)
