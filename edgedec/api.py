@@ -143,7 +143,7 @@ class Model:
                             f"(use --backend onnxruntime for {', '.join(SPECULATIVE)})")
         spec = spec or self.default_spec()
         spec.check(self.bundle.config.n_layers, self.bundle.cuts)
-        path = "plain"           # speculative modes: "speculate", or "plain" when the ledger says it pays
+        path = "plain"    # speculative modes: "speculate", or "plain" when the ledger says speculating would lose
         if mode in SPECULATIVE:
             path = self.paths.choose(mode) if self.exact is None and spec.adaptive else "speculate"
         if self.backend_name == "onnxruntime":
