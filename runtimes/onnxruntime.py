@@ -73,8 +73,13 @@ class OrtModel:
         self._sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
         self._head = _session(bundle.file(bundle.manifest["head"]["file"]), threads, provider)
         self._bindings = []
+        self._positions = []   # per segment: seqlens_k and total_seq_len, bound once and updated in place
         for seg, sess in zip(self.segments, self._sessions):
             io = sess.io_binding()
+            seqlens, total = np.zeros(1, np.int32), np.zeros((), np.int32)
+            io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
+            io.bind_ortvalue_input("total_seq_len", ort.OrtValue.ortvalue_from_numpy(total))
+            self._positions.append((seqlens, total))
             for i in range(seg.start, seg.end):
                 k = ort.OrtValue.ortvalue_from_numpy(self.cache.keys[i])
                 v = ort.OrtValue.ortvalue_from_numpy(self.cache.values[i])
@@ -83,13 +88,6 @@ class OrtModel:
                 io.bind_ortvalue_output(f"present_key_{i}", k)
                 io.bind_ortvalue_output(f"present_value_{i}", v)
             self._bindings.append(io)
-        # per segment: seqlens_k and total_seq_len live in numpy arrays bound once, updated in place
-        self._positions = []
-        for io in self._bindings:
-            seqlens, total = np.zeros(1, np.int32), np.zeros((), np.int32)
-            io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
-            io.bind_ortvalue_input("total_seq_len", ort.OrtValue.ortvalue_from_numpy(total))
-            self._positions.append((seqlens, total))
         self._head_io = self._head.io_binding()
         self._head_io.bind_output("logits", "cpu")
 
