@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .quant import BLOCK, QuantError, pack_nibbles, quantize_int4, quantize_int8, quantize_rows_int8
+from .quant import BLOCK, QuantError, fold_zero_points, pack_nibbles, quantize_int4, quantize_int8, quantize_rows_int8
 
 OPSET = 21
 MS = "com.microsoft"
@@ -84,8 +84,13 @@ class Builder:
             codes, scales, zp, err = quantize_int8(w)
             bits = 8
         self.errors[weight_name] = err.to_dict()
-        ins = [x, self.init(f"{name}.qweight", codes), self.init(f"{name}.scales", scales),
-               self.init(f"{name}.zero_points", zp)]
+        ins = [x, self.init(f"{name}.qweight", codes), self.init(f"{name}.scales", scales)]
+        if residual is None:
+            ins.append(self.init(f"{name}.zero_points", zp))
+        else:
+            # the correction below adds the zero point too: MatMulNBits with no zero-point input (8) runs
+            # ~15% faster at one row (measured 31 vs 37 us for 576x1536; +6% decoding in a paired run)
+            residual = fold_zero_points(scales, zp, residual)
         # accuracy_level 4: activations are quantized to int8 inside the kernel (as llama.cpp does with Q8).
         y = self.node("MatMulNBits", ins, f"{name}/MatMulNBits", domain=MS,
                       K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=4)[0]

@@ -53,6 +53,11 @@ def pack_nibbles(codes: np.ndarray) -> np.ndarray:
     return (codes[..., 0::2] | (codes[..., 1::2] << 4)).astype(np.uint8)
 
 
+def unpack_nibbles(packed: np.ndarray, n: int) -> np.ndarray:
+    """Inverse of pack_nibbles: [..., m] bytes -> [..., n] values in 0..15."""
+    return np.stack([packed & 15, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)[..., :n]
+
+
 def _grid_blocks(x: np.ndarray, lo: np.ndarray, hi: np.ndarray):
     """Find blocks that already are lo + d * q with integer q in 0..k, k <= 15: returns (mask, d)."""
     found = np.zeros(lo.shape, bool)
@@ -101,6 +106,15 @@ def quantize_int4(w: np.ndarray):
     has_residual = bool(np.abs(residual).max() > 0)
     return (pack_nibbles(codes), best_s.astype(np.float32), pack_nibbles(best_z.astype(np.uint8)),
             residual if has_residual else None, err)
+
+
+def fold_zero_points(scales: np.ndarray, zero_points: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """Move the zero point into the residual: (code - zp) * s + r == (code - 8) * s + (r + (8 - zp) * s).
+
+    MatMulNBits without a zero-point input uses 8, and its one-row int8 kernel is then faster (measured
+    +6% decoding; see graphs.Builder.linear). Only for weights that carry a residual correction anyway."""
+    zp = unpack_nibbles(zero_points, scales.shape[1]).astype(np.float32)
+    return (residual + (8.0 - zp) * scales).astype(np.float32)
 
 
 def quantize_int8(w: np.ndarray):

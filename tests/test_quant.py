@@ -4,12 +4,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize, quantize
 
-from edgedec.export.quant import quantize_int4, quantize_int8
-
-
-def _unpack(packed: np.ndarray, n: int) -> np.ndarray:
-    """[..., m] bytes -> [..., n] nibbles, low nibble first (MatMulNBits' packing)."""
-    return np.stack([packed & 15, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)[..., :n]
+from edgedec.export.quant import fold_zero_points, quantize_int4, quantize_int8, unpack_nibbles as _unpack
 
 
 def _int4_dequant(w: np.ndarray) -> tuple[np.ndarray, object]:
@@ -31,6 +26,16 @@ def test_int4_keeps_4bit_gguf_blocks_exactly(weights, qtype):
     w = dequantize(quantize(weights, qtype), qtype).astype(np.float32)
     deq, err = _int4_dequant(w)
     assert np.array_equal(deq, w) and err.max_abs == 0.0
+
+
+def test_folded_zero_point_dequantizes_the_same(weights):
+    """What the int4 graphs run for weights with a residual: no zero point (MatMulNBits' default 8),
+    the zero point folded into the residual."""
+    w = dequantize(quantize(weights, T.Q4_1), T.Q4_1).astype(np.float32)
+    codes, scales, zp, residual, _ = quantize_int4(w)
+    folded = fold_zero_points(scales, zp, residual)
+    deq = (_unpack(codes, 32) - 8.0) * scales[..., None] + folded[..., None]
+    assert np.abs(deq.reshape(w.shape) - w).max() < 1e-6 * np.abs(w).max()
 
 
 @pytest.mark.parametrize("qtype", [T.Q5_0, T.Q8_0])

@@ -177,6 +177,7 @@ def test_auto_call_equals_the_plain_path_it_took(exact_model, int4_bundle, path)
     ref = (auto if path == "plain" else exact_model).generate(ids, max_tokens=N_NEW).tokens
     auto.paths.t_one, auto.paths.t_exact = 0.01, 0.0125                      # the exact path's tax: 1.25
     auto.paths.gain["lookup"] = 2.0 if path == "speculate" else 1.0
+    auto.reset()      # a fresh prefill, as `ref` had (a reused prefix feeds the last prompt token alone)
     r = auto.generate(ids, max_tokens=N_NEW, mode="lookup")
     assert r.speculation["path"] == path
     assert (r.speculation["n_verify_calls"] > 0) == (path == "speculate")
