@@ -5,9 +5,11 @@
 For prompts first..first+count of each set (HumanEval code, writingbench prose; held out from the 8 that
 `bench --modes` times and the 20 the tests use), decode greedily once, then at every position of the output
 ask `propose()` for up to 8 tokens with each ngram_max and report how often there is a proposal, how often
-its first token is the model's next token, and the mean length of the correct prefix per position.
+its first token is the model's next token, and the mean length of the correct prefix per position; then, for
+ngram_max 8, the same by the length of the suffix that matched (the cost model's per-length priors).
 """
 import argparse
+from collections import Counter
 
 import numpy as np
 
@@ -20,7 +22,7 @@ def score(runs, ngram_max: int) -> dict:
     has = first = accepted = total = 0
     for ids, gen in runs:
         for t in range(1, len(gen)):
-            prop = propose(ids + gen[:t], 8, ngram_max)
+            prop, _ = propose(ids + gen[:t], 8, ngram_max)
             total += 1
             if prop:
                 has += 1
@@ -30,6 +32,18 @@ def score(runs, ngram_max: int) -> dict:
                     k += 1
                 accepted += k
     return {"has_proposal": has / total, "first_token_right": first / total, "mean_correct_prefix": accepted / total}
+
+
+def by_match_length(runs) -> dict:
+    """match length (4 = 4 or more) -> (positions, first token right)."""
+    seen, right = Counter(), Counter()
+    for ids, gen in runs:
+        for t in range(1, len(gen)):
+            prop, n = propose(ids + gen[:t], 1, 8)
+            if prop:
+                seen[min(n, 4)] += 1
+                right[min(n, 4)] += prop[0] == gen[t]
+    return {n: (seen[n], right[n] / seen[n]) for n in sorted(seen)}
 
 
 def main() -> None:
@@ -49,6 +63,8 @@ def main() -> None:
         for n in (2, 3, 4, 6, 8):
             r = score(runs, n)
             print(f"{name:6s} ngram_max {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
+        for n, (count, hit) in by_match_length(runs).items():
+            print(f"{name:6s} match length {n}{'+' if n == 4 else ''}: {count} positions, first token right {hit:.3f}")
 
 
 if __name__ == "__main__":

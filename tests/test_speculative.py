@@ -9,7 +9,8 @@ from scipy.stats import chi2_contingency
 import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
 from edgedec.strategies import SpecConfig, SpecStats, speculative
-from edgedec.strategies.policy import PathLedger
+from edgedec.strategies.lookup import propose
+from edgedec.strategies.policy import CostModel, PathLedger, lookup_key
 
 from edgedec.prompts import code_prompts, writing_prompts
 
@@ -166,6 +167,20 @@ def test_path_ledger_speculates_only_when_the_gain_beats_the_exact_path_tax():
     for _ in range(10):                                    # speculation's gain grows past the tax: it wins
         ledger.observe_speculation("lookup", 120.0, 0.0125)
     assert [ledger.choose("lookup") for _ in range(3)] == ["speculate"] * 3
+
+
+def test_lookup_proposal_and_its_match_length_set_how_far_to_verify():
+    history = [5, 6, 7, 8, 9, 1, 2, 3, 6, 7, 8]
+    assert propose(history, 2) == ([9, 1], 3)                  # "6 7 8" matched: what followed it
+    assert propose(history + [4], 2) == ([], 0)                # 4 never occurred before
+    assert propose([1, 2, 1, 3, 1], 3) == ([3, 1], 1)          # the most recent "1" wins
+    costs = CostModel(n_layers=30, exits=[], k_max=8, free_rows=2, t_plain=0.01)
+    short, long = costs.best_lookup(8, match_len=1)[1], costs.best_lookup(8, match_len=6)[1]
+    assert 1 <= short < long                                   # priors: 1-token matches are right ~20%
+    for _ in range(40):                                        # measured: long matches fail here
+        costs.observe_accept(lookup_key(6), 2, 0)
+    assert costs.best_lookup(8, match_len=6)[1] < long
+    assert costs.best_lookup(8, match_len=1)[1] == short       # the other lengths' estimates are their own
 
 
 @pytest.mark.parametrize("path", ["plain", "speculate"])

@@ -5,7 +5,8 @@ Everything here is an estimate kept as a running average:
     t_draft[E]         seconds per draft step with exit layer E (layers[0:E] + head, one row)
     t_verify[(E, n)]   seconds to run layers[E:L] + head on n rows (E = 0: the whole model, for lookup)
     alpha[E]           probability that exit E's draft equals the full model's token (per token)
-    alpha["lookup"]    the same for prompt-lookup proposals
+    alpha[("lookup", n)]  the same for prompt-lookup proposals after a suffix match of n tokens (4 = 4 or
+                       more): a 1-token match is right about 20% of the time, a 4-token one about 88%
 
 A round drafting k tokens at exit E yields (1 - a^k) / (1 - a) tokens on average (the accepted prefix plus
 the verifier's correction) and costs k * t_draft[E] + t_verify[(E, k)]. A lookup round verifying m proposed
@@ -54,6 +55,14 @@ def expected_tokens(alpha: float, n: int) -> float:
     return (1 - alpha ** n) / (1 - alpha)
 
 
+LOOKUP_PRIOR = {1: 0.2, 2: 0.5, 3: 0.7, 4: 0.88}   # first-token hit rates by match length (lookup.py)
+
+
+def lookup_key(match_len: int) -> tuple[str, int]:
+    """The acceptance estimate a lookup proposal after a `match_len`-token suffix match is filed under."""
+    return ("lookup", min(max(match_len, 1), 4))
+
+
 def ema(old: float | None, new: float, weight: float = 0.2) -> float:
     return new if old is None else old + weight * (new - old)
 
@@ -90,9 +99,14 @@ class CostModel:
     def observe_accept(self, key, checked: int, accepted: int) -> None:
         """`checked` drafts were compared with the verifier, `accepted` of them passed."""
         if checked:
-            self.alpha[key] = ema(self.alpha.get(key, 0.5), accepted / checked, 0.1 * checked ** 0.5)
+            self.alpha[key] = ema(self.acceptance(key), accepted / checked, 0.1 * checked ** 0.5)
 
     # ---------------------------------------------------------------- estimates
+    def acceptance(self, key) -> float:
+        """alpha[key], or before any measurement a prior: 0.5 for an exit layer, the measured hit rate for
+        a lookup match length."""
+        return self.alpha.get(key, LOOKUP_PRIOR[key[1]] if isinstance(key, tuple) else 0.5)
+
     def _verify_one(self, exit_layer: int) -> float | None:
         if self.t_plain is None:
             return None
@@ -115,25 +129,26 @@ class CostModel:
         """(expected tokens/s, exit layer, k) of the best self-speculative round."""
         best = (0.0, self.exits[0], 2)
         for e in self.exits:
-            a = self.alpha.get(e, 0.5)
+            a = self.acceptance(e)
             for k in range(2, self.k_max + 1):
                 rate = expected_tokens(a, k) / (k * self.draft_time(e) + self.verify_time(e, k))
                 best = max(best, (rate, e, k))
         return best
 
-    def best_lookup(self, m: int) -> tuple[float, int]:
-        """(expected tokens/s, how many of the m proposed tokens to verify)."""
-        a = self.alpha.get("lookup", 0.5)
+    def best_lookup(self, m: int, match_len: int) -> tuple[float, int]:
+        """(expected tokens/s, how many of the m proposed tokens to verify) after a `match_len`-token match."""
+        a = self.acceptance(lookup_key(match_len))
         return max((expected_tokens(a, n + 1) / self.verify_time(0, n + 1), n) for n in range(1, m + 1))
 
     def plain_rate(self) -> float:
         return 1.0 / self.t_plain
 
     # ---------------------------------------------------------------- decisions
-    def choose(self, n_lookup: int) -> tuple:
+    def choose(self, n_lookup: int, match_len: int = 4) -> tuple:
         """The next round: ("plain",), ("lookup", n) or ("self", exit_layer, k).
 
-        n_lookup: how many tokens the lookup drafter proposes now (0: none). Self-speculation sits out a
+        n_lookup: how many tokens the lookup drafter proposes now (0: none), after a suffix match of
+        `match_len` tokens. Self-speculation sits out a
         stretch of plain steps after the cost model last preferred plain decoding; lookup proposals are free
         to make, so they are weighed every round.
         """
@@ -146,7 +161,7 @@ class CostModel:
             return ("plain",)
         options = [(self.plain_rate(), ("plain",))]
         if n_lookup:
-            rate, n = self.best_lookup(n_lookup)
+            rate, n = self.best_lookup(n_lookup, match_len)
             options.append((rate, ("lookup", n)))
         if self.exits and self.fallback <= 0:
             rate, e, k = self.best_self()

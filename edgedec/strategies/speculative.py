@@ -30,7 +30,7 @@ from edgedec.sampling import probabilities
 
 from . import Step
 from .lookup import propose
-from .policy import CostModel, SpecConfig
+from .policy import CostModel, SpecConfig, lookup_key
 
 PROBE_EVERY = 8     # every 8th self-draft round also measures the other exit layers' agreement
 
@@ -152,14 +152,14 @@ def _top_prob(logits: np.ndarray) -> float:
     return float(1.0 / np.exp(z).sum())
 
 
-def _lookup_round(model, x, drafts, sample, history, costs, stats) -> list[Step]:
+def _lookup_round(model, x, drafts, match_len, sample, history, costs, stats) -> list[Step]:
     base = model.length
     drafts = drafts[: max(0, model.n_ctx - base - 2)]
     t0 = time.perf_counter()
     logits = model.forward([x] + drafts, all_logits=True)
     costs.observe_verify(0, len(drafts) + 1, time.perf_counter() - t0)
     steps, n_ok = _accept(logits, drafts, None, sample, history, model, base, "lookup")
-    costs.observe_accept("lookup", min(n_ok + 1, len(drafts)), n_ok)
+    costs.observe_accept(lookup_key(match_len), min(n_ok + 1, len(drafts)), n_ok)
     stats.record("lookup", len(drafts), n_ok)
     return steps
 
@@ -185,8 +185,8 @@ def speculative(model, new_tokens: list[int], sample, history: list[int], spec: 
     yield Step(x)
     rounds = 0
     while True:
-        proposal = propose(history, spec.k_max if self_draft else 8, spec.ngram_max) if use_lookup else []
-        plan = costs.choose(len(proposal))
+        proposal, match_len = propose(history, spec.k_max if self_draft else 8, spec.ngram_max) if use_lookup else ([], 0)
+        plan = costs.choose(len(proposal), match_len)
         if plan[0] == "plain" or model.length + 2 >= model.n_ctx:
             t0 = time.perf_counter()
             logits = model.forward([x])[-1]
@@ -196,7 +196,7 @@ def speculative(model, new_tokens: list[int], sample, history: list[int], spec: 
             steps = [Step(sample(logits, history))]
             history.append(steps[0].token)
         elif plan[0] == "lookup":
-            steps = _lookup_round(model, x, proposal[:plan[1]], sample, history, costs, stats)
+            steps = _lookup_round(model, x, proposal[:plan[1]], match_len, sample, history, costs, stats)
         else:
             rounds += 1
             steps = _self_round(model, x, plan[1], plan[2], spec, sample, history, costs, stats,
