@@ -33,6 +33,8 @@ from .lookup import propose
 from .policy import CostModel, SpecConfig, lookup_key
 
 PROBE_EVERY = 8     # every 8th self-draft round also measures the other exit layers' agreement
+LOOKUP_MAX = 8      # most tokens a lookup proposal offers (k_max caps self-drafts only); the cost model
+                    # decides how many of them to verify
 
 
 @dataclass
@@ -185,7 +187,7 @@ def speculative(model, new_tokens: list[int], sample, history: list[int], spec: 
     yield Step(x)
     rounds = 0
     while True:
-        proposal, match_len = propose(history, spec.k_max if self_draft else 8, spec.ngram_max) if use_lookup else ([], 0)
+        proposal, match_len = propose(history, LOOKUP_MAX, spec.ngram_max) if use_lookup else ([], 0)
         plan = costs.choose(len(proposal), match_len)
         if plan[0] == "plain" or model.length + 2 >= model.n_ctx:
             t0 = time.perf_counter()
