@@ -64,7 +64,8 @@ def main() -> None:
             r = score(runs, n)
             print(f"{name:6s} ngram_max {n}: " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()))
         for n, (count, hit) in by_match_length(runs).items():
-            print(f"{name:6s} match length {n}{'+' if n == 4 else ''}: {count} positions, first token right {hit:.3f}")
+            print(f"{name:6s} match length {n}{'+' if n == 4 else ''}: {count} positions, "
+                  f"first token right {hit:.3f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
 from edgedec.strategies import SpecConfig, SpecStats, speculative
 from edgedec.strategies.lookup import propose
-from edgedec.strategies.policy import CostModel, PathLedger, lookup_key
+from edgedec.strategies.policy import CostModel, PathLedger
 
 from edgedec.prompts import code_prompts, writing_prompts
 
@@ -178,7 +178,7 @@ def test_lookup_proposal_and_its_match_length_set_how_far_to_verify():
     short, long = costs.best_lookup(8, match_len=1)[1], costs.best_lookup(8, match_len=6)[1]
     assert 1 <= short < long                                   # priors: 1-token matches are right ~20%
     for _ in range(40):                                        # measured: long matches fail here
-        costs.observe_accept(lookup_key(6), 2, 0)
+        costs.observe_lookup(6, 2, 0)
     assert costs.best_lookup(8, match_len=6)[1] < long
     assert costs.best_lookup(8, match_len=1)[1] == short       # the other lengths' estimates are their own
 

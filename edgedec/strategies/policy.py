@@ -6,7 +6,7 @@ Everything here is an estimate kept as a running average:
     t_verify[(E, n)]   seconds to run layers[E:L] + head on n rows (E = 0: the whole model, for lookup)
     alpha[E]           probability that exit E's draft equals the full model's token (per token)
     alpha[("lookup", n)]  the same for prompt-lookup proposals after a suffix match of n tokens (4 = 4 or
-                       more): a 1-token match is right about 20% of the time, a 4-token one about 88%
+                       more): a 1-token match is right about 20% of the time, a 4-token one about 90%
 
 A round drafting k tokens at exit E yields (1 - a^k) / (1 - a) tokens on average (the accepted prefix plus
 the verifier's correction) and costs k * t_draft[E] + t_verify[(E, k)]. A lookup round verifying m proposed
@@ -55,7 +55,7 @@ def expected_tokens(alpha: float, n: int) -> float:
     return (1 - alpha ** n) / (1 - alpha)
 
 
-LOOKUP_PRIOR = {1: 0.2, 2: 0.5, 3: 0.7, 4: 0.88}   # first-token hit rates by match length (lookup.py)
+LOOKUP_PRIOR = {1: 0.2, 2: 0.5, 3: 0.7, 4: 0.9}   # first-token hit rates by match length (lookup.py)
 
 
 def lookup_key(match_len: int) -> tuple[str, int]:
@@ -100,6 +100,10 @@ class CostModel:
         """`checked` drafts were compared with the verifier, `accepted` of them passed."""
         if checked:
             self.alpha[key] = ema(self.acceptance(key), accepted / checked, 0.1 * checked ** 0.5)
+
+    def observe_lookup(self, match_len: int, checked: int, accepted: int) -> None:
+        """The same for lookup proposals made after a `match_len`-token suffix match."""
+        self.observe_accept(lookup_key(match_len), checked, accepted)
 
     # ---------------------------------------------------------------- estimates
     def acceptance(self, key) -> float:

@@ -30,7 +30,7 @@ from edgedec.sampling import probabilities
 
 from . import Step
 from .lookup import propose
-from .policy import CostModel, SpecConfig, lookup_key
+from .policy import CostModel, SpecConfig
 
 PROBE_EVERY = 8     # every 8th self-draft round also measures the other exit layers' agreement
 LOOKUP_MAX = 8      # most tokens a lookup proposal offers (k_max caps self-drafts only); the cost model
@@ -161,7 +161,7 @@ def _lookup_round(model, x, drafts, match_len, sample, history, costs, stats) ->
     logits = model.forward([x] + drafts, all_logits=True)
     costs.observe_verify(0, len(drafts) + 1, time.perf_counter() - t0)
     steps, n_ok = _accept(logits, drafts, None, sample, history, model, base, "lookup")
-    costs.observe_accept(lookup_key(match_len), min(n_ok + 1, len(drafts)), n_ok)
+    costs.observe_lookup(match_len, min(n_ok + 1, len(drafts)), n_ok)
     stats.record("lookup", len(drafts), n_ok)
     return steps
 
