@@ -6,22 +6,11 @@ commits, compare). Prints medians and interquartile ranges of the per-round rati
     python bench/compare_bundles.py OLD_BUNDLE NEW_BUNDLE [--rounds 12] [-n 64] [-t 2]
 """
 import argparse
-import time
 
 import numpy as np
 
 import edgedec
-from edgedec.runtimes.llamacpp import LlamaCppModel
-
-
-def decode_tok_s(backend, prompt: list[int], n: int) -> float:
-    """Greedy one-token steps after a prefill of `prompt`; tokens per second of the steps."""
-    backend.truncate(0)
-    tok = int(backend.forward(prompt)[-1].argmax())
-    t = time.perf_counter()
-    for _ in range(n):
-        tok = int(backend.forward([tok])[-1].argmax())
-    return n / (time.perf_counter() - t)
+from edgedec.bench import time_backend
 
 
 def main():
@@ -32,14 +21,14 @@ def main():
     ap.add_argument("-t", "--threads", type=int, default=2)
     a = ap.parse_args()
     models = [edgedec.load(b, threads=a.threads) for b in a.bundles]
-    peer = LlamaCppModel(models[0].bundle, threads=a.threads)
+    peer = edgedec.load(a.bundles[0], backend="llamacpp", threads=a.threads).backend
     prompt = models[0].tokenizer.encode("def fibonacci(n):\n    ")
     ratios = [[] for _ in models]
     speeds = [[] for _ in models]
     for _ in range(a.rounds):
-        before = decode_tok_s(peer, prompt, a.n)
-        now = [decode_tok_s(m.backend, prompt, a.n) for m in models]
-        after = decode_tok_s(peer, prompt, a.n)
+        before = time_backend(peer, prompt, a.n)[1]
+        now = [time_backend(m.backend, prompt, a.n)[1] for m in models]
+        after = time_backend(peer, prompt, a.n)[1]
         for i, s in enumerate(now):
             speeds[i].append(s)
             ratios[i].append(s / ((before + after) / 2))

@@ -18,7 +18,8 @@ from edgedec.strategies import policy
 
 
 class OneEstimate:
-    """The model, with every lookup proposal filed under one acceptance estimate (prior 0.5) while it runs."""
+    """The model, with every lookup proposal filed under one acceptance estimate (prior 0.5, as for any
+    key without a prior) while it runs."""
     def __init__(self, model):
         self.model = model
 
@@ -28,7 +29,6 @@ class OneEstimate:
     def generate(self, *args, **kwargs):
         keep = policy.lookup_key
         policy.lookup_key = lambda match_len: ("lookup", 0)
-        policy.LOOKUP_PRIOR[0] = 0.5
         try:
             return self.model.generate(*args, **kwargs)
         finally:

@@ -29,7 +29,7 @@ print(json.dumps({"peak_rss_mb": int(hwm) / 1024}))
 """
 
 
-def _time_backend(backend, prompt_ids: list[int], n_new: int) -> tuple[float, float]:
+def time_backend(backend, prompt_ids: list[int], n_new: int) -> tuple[float, float]:
     """Greedy decode n_new tokens (eos ignored) after a cold prefill; returns (prefill tok/s, decode tok/s)."""
     backend.truncate(0)
     t0 = time.perf_counter()
@@ -57,12 +57,12 @@ def main(a) -> None:
     peer = load(bundle, backend="llamacpp", threads=a.threads, n_ctx=512)
     ids = ours.tokenizer.encode(PROMPT)
     rows = {"edgedec": [], "llama.cpp": []}
-    _time_backend(ours.backend, ids, 8)           # warm-up both
-    _time_backend(peer.backend, ids, 8)
+    time_backend(ours.backend, ids, 8)           # warm-up both
+    time_backend(peer.backend, ids, 8)
     for i in range(a.runs):
         order = (("edgedec", ours), ("llama.cpp", peer))
         for name, model in order if i % 2 == 0 else order[::-1]:
-            rows[name].append(_time_backend(model.backend, ids, a.max_tokens))
+            rows[name].append(time_backend(model.backend, ids, a.max_tokens))
         print(f"run {i + 1}/{a.runs}: edgedec decode {rows['edgedec'][-1][1]:.1f} tok/s, "
               f"llama.cpp {rows['llama.cpp'][-1][1]:.1f} tok/s", file=sys.stderr)
     med = {k: {"prefill_tok_s": float(np.median([r[0] for r in v])), "decode_tok_s": float(np.median([r[1] for r in v]))}

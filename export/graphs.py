@@ -33,7 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .quant import BLOCK, QuantError, fold_zero_points, pack_nibbles, quantize_int4, quantize_int8, quantize_rows_int8
+from .quant import (BLOCK, QuantError, fold_zero_points, pack_nibbles, quantize_int4, quantize_int8,
+                    quantize_rows_int8)
 
 OPSET = 21
 MS = "com.microsoft"

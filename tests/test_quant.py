@@ -4,13 +4,13 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from gguf.quants import dequantize, quantize
 
-from edgedec.export.quant import fold_zero_points, quantize_int4, quantize_int8, unpack_nibbles as _unpack
+from edgedec.export.quant import fold_zero_points, quantize_int4, quantize_int8, unpack_nibbles
 
 
 def _int4_dequant(w: np.ndarray) -> tuple[np.ndarray, object]:
     codes, scales, zp, residual, err = quantize_int4(w)
-    q = _unpack(codes, 32).astype(np.float32)                          # [N, B, 32]
-    z = _unpack(zp, scales.shape[1]).astype(np.float32)                # [N, B]
+    q = unpack_nibbles(codes, 32).astype(np.float32)                          # [N, B, 32]
+    z = unpack_nibbles(zp, scales.shape[1]).astype(np.float32)                # [N, B]
     r = residual if residual is not None else np.zeros_like(scales)
     deq = (q - z[..., None]) * scales[..., None] + r[..., None]
     return deq.reshape(w.shape[0], -1)[:, : w.shape[1]], err
@@ -34,7 +34,7 @@ def test_folded_zero_point_dequantizes_the_same(weights):
     w = dequantize(quantize(weights, T.Q4_1), T.Q4_1).astype(np.float32)
     codes, scales, zp, residual, _ = quantize_int4(w)
     folded = fold_zero_points(scales, zp, residual)
-    deq = (_unpack(codes, 32) - 8.0) * scales[..., None] + folded[..., None]
+    deq = (unpack_nibbles(codes, 32) - 8.0) * scales[..., None] + folded[..., None]
     assert np.abs(deq.reshape(w.shape) - w).max() < 1e-6 * np.abs(w).max()
 
 

@@ -55,7 +55,8 @@ def expected_tokens(alpha: float, n: int) -> float:
     return (1 - alpha ** n) / (1 - alpha)
 
 
-LOOKUP_PRIOR = {1: 0.2, 2: 0.5, 3: 0.7, 4: 0.9}   # first-token hit rates by match length (lookup.py)
+# first-token hit rates by match length (lookup.py): the lookup estimates' starting points (others: 0.5)
+LOOKUP_PRIOR = {("lookup", 1): 0.2, ("lookup", 2): 0.5, ("lookup", 3): 0.7, ("lookup", 4): 0.9}
 
 
 def lookup_key(match_len: int) -> tuple[str, int]:
@@ -107,9 +108,9 @@ class CostModel:
 
     # ---------------------------------------------------------------- estimates
     def acceptance(self, key) -> float:
-        """alpha[key], or before any measurement a prior: 0.5 for an exit layer, the measured hit rate for
-        a lookup match length."""
-        return self.alpha.get(key, LOOKUP_PRIOR[key[1]] if isinstance(key, tuple) else 0.5)
+        """alpha[key], or before any measurement a prior: the measured hit rate for a lookup match length,
+        0.5 for an exit layer."""
+        return self.alpha.get(key, LOOKUP_PRIOR.get(key, 0.5))
 
     def _verify_one(self, exit_layer: int) -> float | None:
         if self.t_plain is None:
@@ -148,7 +149,7 @@ class CostModel:
         return 1.0 / self.t_plain
 
     # ---------------------------------------------------------------- decisions
-    def choose(self, n_lookup: int, match_len: int = 4) -> tuple:
+    def choose(self, n_lookup: int, match_len: int) -> tuple:
         """The next round: ("plain",), ("lookup", n) or ("self", exit_layer, k).
 
         n_lookup: how many tokens the lookup drafter proposes now (0: none), after a suffix match of
