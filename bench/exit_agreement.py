@@ -46,15 +46,20 @@ def rms_normalise(h: np.ndarray) -> np.ndarray:
     return h / np.sqrt((h * h).mean(axis=1, keepdims=True) + 1e-6)
 
 
+def adapter_input(h: np.ndarray) -> np.ndarray:
+    """[N, H+1]: the normalised hidden state and a 1 for the bias."""
+    return np.hstack([rms_normalise(h), np.ones((len(h), 1), np.float32)])
+
+
 def fit_adapter(h_exit: np.ndarray, h_final: np.ndarray, ridge: float = 1.0) -> np.ndarray:
     """[H+1, H] least-squares map (with a bias row) from normalised h_E to normalised h_L."""
-    x = np.hstack([rms_normalise(h_exit), np.ones((len(h_exit), 1), np.float32)]).astype(np.float64)
+    x = adapter_input(h_exit).astype(np.float64)
     a = x.T @ x + ridge * np.eye(x.shape[1])
     return np.linalg.solve(a, x.T @ rms_normalise(h_final).astype(np.float64)).astype(np.float32)
 
 
 def apply_adapter(w: np.ndarray, h: np.ndarray) -> np.ndarray:
-    return np.hstack([rms_normalise(h), np.ones((len(h), 1), np.float32)]) @ w
+    return adapter_input(h) @ w
 
 
 def top1(model, h: np.ndarray) -> np.ndarray:
