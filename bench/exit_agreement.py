@@ -35,7 +35,7 @@ def hidden_states(model, prompts: list[str], n_new: int) -> tuple[dict[int, np.n
         ids = model.encode_prompt(p) + new
         be.truncate(0)
         final, taps = be.layers(np.array(ids), taps=cuts[:-1])
-        taps[cuts[-1]] = final.numpy() if hasattr(final, "numpy") else final
+        taps[cuts[-1]] = final.numpy()
         for c in cuts:
             out[c].append(taps[c][0, len(ids) - len(new) - 1:-1])
     return {c: np.concatenate(v) for c, v in out.items()}, np.concatenate(

@@ -16,6 +16,7 @@ import numpy as np
 import edgedec
 from edgedec.prompts import PROMPT_SETS
 from edgedec.strategies.lookup import propose
+from edgedec.strategies.policy import lookup_key
 
 
 def score(runs, ngram_max: int) -> dict:
@@ -35,14 +36,15 @@ def score(runs, ngram_max: int) -> dict:
 
 
 def by_match_length(runs) -> dict:
-    """match length (4 = 4 or more) -> (positions, first token right)."""
+    """match length, bucketed as the cost model files it (4 = 4 or more) -> (positions, first token right)."""
     seen, right = Counter(), Counter()
     for ids, gen in runs:
         for t in range(1, len(gen)):
             prop, n = propose(ids + gen[:t], 1, 8)
             if prop:
-                seen[min(n, 4)] += 1
-                right[min(n, 4)] += prop[0] == gen[t]
+                key = lookup_key(n)[1]
+                seen[key] += 1
+                right[key] += prop[0] == gen[t]
     return {n: (seen[n], right[n] / seen[n]) for n in sorted(seen)}
 
 

@@ -153,9 +153,8 @@ class CostModel:
         """The next round: ("plain",), ("lookup", n) or ("self", exit_layer, k).
 
         n_lookup: how many tokens the lookup drafter proposes now (0: none), after a suffix match of
-        `match_len` tokens. Self-speculation sits out a
-        stretch of plain steps after the cost model last preferred plain decoding; lookup proposals are free
-        to make, so they are weighed every round.
+        `match_len` tokens. Self-speculation sits out a stretch of plain steps after the cost model last
+        preferred plain decoding; lookup proposals are free to make, so they are weighed every round.
         """
         if not self.adaptive:                      # always speculate; the longer proposal wins
             if n_lookup >= 2 or (n_lookup and not self.exits):
