@@ -20,7 +20,8 @@ from .bundle import default_bundle_path, read_manifest
 from .errors import EdgedecError, ModeError
 from .sampling import Sampler, SamplerConfig
 from .strategies import SPECULATIVE, STRATEGIES, SpecConfig, SpecStats
-from .strategies.policy import PathLedger
+from .strategies.policy import PathLedger, replay_lookup
+from .strategies.speculative import LOOKUP_MAX
 from .tokenizer import StreamDecoder, Tokenizer
 
 BACKENDS = ("onnxruntime", "llamacpp")
@@ -209,9 +210,13 @@ class Model:
             if n_new > 8 and self.backend_name == "onnxruntime" and self.exact is None:
                 rate = (n_new - 1) / (now - t_first)
                 if path == "speculate":
-                    self.paths.observe_speculation(mode, rate, stats.t_plain)
+                    self.paths.observe_speculation(mode, rate, stats.t_plain, stats.row_cost)
+                elif mode in SPECULATIVE:
+                    self.paths.observe_plain(mode, rate, replay_lookup(
+                        history, n_prompt, self.paths.row_cost, self.bundle.config.n_layers,
+                        LOOKUP_MAX, spec.ngram_max))
                 else:
-                    self.paths.observe_plain(rate)
+                    self.paths.observe_plain(None, rate)
 
     def generate(self, prompt=None, **kw) -> Result:
         text, tokens, last, sources = [], [], None, {}

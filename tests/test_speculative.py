@@ -10,7 +10,7 @@ import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
 from edgedec.strategies import SpecConfig, SpecStats, speculative
 from edgedec.strategies.lookup import propose
-from edgedec.strategies.policy import CostModel, PathLedger
+from edgedec.strategies.policy import CostModel, PathLedger, replay_lookup
 
 from edgedec.prompts import code_prompts, writing_prompts
 
@@ -160,13 +160,24 @@ def test_path_ledger_speculates_only_when_the_gain_beats_the_exact_path_tax():
     assert ledger.choose("lookup") == "speculate"          # nothing measured yet: try speculating first
     ledger.observe_speculation("lookup", 90.0, 0.0125)     # 90 tok/s where a plain step took 12.5 ms: gain 1.125
     assert ledger.choose("lookup") == "plain"              # then measure one-row plain decoding
-    ledger.observe_plain(100.0)                            # 10 ms a step: the exact path's tax is 1.25 > 1.125
-    picks = [ledger.choose("lookup") for _ in range(4 + 8 + 16)]
-    tries = [i for i, p in enumerate(picks) if p == "speculate"]
-    assert tries == [3, 11, 27], picks                     # the loser comes back after 4, 8, 16 calls
-    for _ in range(10):                                    # speculation's gain grows past the tax: it wins
-        ledger.observe_speculation("lookup", 120.0, 0.0125)
-    assert [ledger.choose("lookup") for _ in range(3)] == ["speculate"] * 3
+    ledger.observe_plain("lookup", 100.0, 1.1)             # 10 ms a step: the tax is 1.25; replayed gain 1.1
+    assert [ledger.choose("lookup") for _ in range(5)] == ["plain"] * 5   # never tried just to find out
+    ledger.observe_plain("lookup", 100.0, 1.6)             # a plain call whose output lookup would have sped up
+    assert ledger.choose("lookup") == "speculate"
+    ledger.observe_speculation("lookup", 120.0, 0.0125)    # gain 1.5: it keeps winning
+    assert ledger.choose("lookup") == "speculate"
+    assert ledger.choose("self-spec") == "speculate"       # each mode has its own estimate
+    ledger.observe_speculation("lookup", 80.0, 0.0125)     # gain 1.0 < 1.25: the next call decodes plainly
+    assert ledger.choose("lookup") == "plain"
+
+
+def test_replayed_lookup_gain_counts_what_the_drafter_would_have_got():
+    prompt = list(range(100, 160))
+    assert replay_lookup(prompt + list(range(200, 260)), len(prompt), 0.2, 30) == 1.0   # nothing repeats
+    copy = replay_lookup(prompt + prompt, len(prompt), 0.2, 30)      # the output repeats the prompt
+    assert copy > 2.5                                               # long matches: several tokens per verify
+    half = prompt + [t if i % 2 else 999 for i, t in enumerate(prompt)]   # every other token breaks the match
+    assert 1.0 <= replay_lookup(half, len(prompt), 0.2, 30) < copy
 
 
 def test_lookup_proposal_and_its_match_length_set_how_far_to_verify():

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from edgedec.errors import ModeError
 
+from .lookup import propose
+
 
 @dataclass(frozen=True)
 class SpecConfig:
@@ -181,6 +183,35 @@ class CostModel:
         return plan
 
 
+def replay_lookup(tokens: list[int], start: int, row_cost: float, n_layers: int, max_tokens: int = 8,
+                  ngram_max: int = 8) -> float:
+    """What lookup speculation would have gained over plain steps on its own path, replayed on tokens that
+    a plain call produced (`tokens[start:]`, after the prompt `tokens[:start]`). Costs nothing to run.
+
+    Greedy lookup is deterministic given the output: at each emitted token, the drafter's proposal is
+    known, and so is how much of it the model would have accepted (the matching prefix of what the plain
+    call produced next). The rounds are chosen by the same cost model a real call uses, with time in units
+    of one plain step on the speculating path (each extra verified row costs `row_cost`). Returns tokens
+    per unit of time: the quantity `PathLedger.gain` holds for a real speculative call."""
+    costs = CostModel(n_layers, [], max_tokens, free_rows=2, t_plain=1.0, row_cost=row_cost)
+    produced, spent, i = 0, 0.0, start + 1       # tokens[start] came from the prefill
+    while i < len(tokens):
+        proposal, match_len = propose(tokens[:i], max_tokens, ngram_max)
+        plan = costs.choose(len(proposal), match_len)
+        if plan[0] == "lookup":
+            drafts, future = proposal[:plan[1]], tokens[i:]
+            ok = next((j for j, d in enumerate(drafts) if j >= len(future) or d != future[j]), len(drafts))
+            costs.observe_lookup(match_len, min(ok + 1, len(drafts)), ok)
+            spent += costs.verify_time(0, len(drafts) + 1)
+            step = ok + 1
+        else:
+            spent += 1.0
+            step = 1
+        produced += min(step, len(tokens) - i)
+        i += step
+    return produced / spent if spent else 0.0
+
+
 @dataclass
 class PathLedger:
     """Per call, whether a speculative mode should speculate at all, from what earlier calls measured.
@@ -192,16 +223,17 @@ class PathLedger:
         gain = tokens per second of a speculative call * t_exact measured in the same call
         speculate  iff  gain > t_exact / t_one
 
-    `gain` is measured within one call, so it is immune to the machine's drift between calls; the tax is
-    an average over calls of both kinds. Otherwise the call decodes plainly on one-row kernels (token for
-    token plain). The losing path is tried again after 4 calls, then 8, 16, 32 while it keeps losing.
+    The gain comes from the last call in that mode. A speculative call measures it (within one call, so it
+    is immune to the machine's drift between calls). A call that decoded plainly replays lookup on its own
+    output (`replay_lookup`), which says what speculating would have gained without paying for it, so a
+    losing path is never tried just to find out: a prose call after code calls costs at most that one call.
+    The tax is an average over calls of both kinds. Before anything is measured a call speculates; the call
+    after the first speculative one decodes plainly to measure t_one.
     """
     gain: dict = field(default_factory=dict)       # speculative mode -> gain over its own plain steps
     t_one: float | None = None                     # seconds per one-row plain step
     t_exact: float | None = None                   # seconds per plain step on the many-row path
-    wait: dict = field(default_factory=dict)       # mode -> calls left before the losing path is tried
-    backoff: dict = field(default_factory=dict)    # mode -> current wait between tries
-    winner: dict = field(default_factory=dict)     # mode -> the path that won last time
+    row_cost: float = 0.2                          # extra cost of a verified row (CostModel.row_cost), learnt
 
     def choose(self, mode: str) -> str:
         """"speculate" or "plain" for the next call in `mode`."""
@@ -209,21 +241,21 @@ class PathLedger:
             return "speculate"
         if self.t_one is None:
             return "plain"
-        best = "speculate" if self.gain[mode] > self.t_exact / self.t_one else "plain"
-        if best != self.winner.get(mode):
-            self.winner[mode], self.backoff[mode], self.wait[mode] = best, 4, 4
-        self.wait[mode] -= 1
-        if self.wait[mode] > 0:
-            return best
-        self.backoff[mode] = self.wait[mode] = min(2 * self.backoff[mode], 32)
-        return "plain" if best == "speculate" else "speculate"
+        return "speculate" if self.gain[mode] > self.t_exact / self.t_one else "plain"
 
-    def observe_speculation(self, mode: str, tok_s: float, t_exact_step: float | None) -> None:
-        """A speculative call's decode rate and the mean time of its plain steps (many-row path)."""
+    def observe_speculation(self, mode: str, tok_s: float, t_exact_step: float | None,
+                            row_cost: float | None = None) -> None:
+        """A speculative call's decode rate, the mean time of its plain steps (many-row path) and its cost
+        model's learnt cost per extra verified row."""
         if t_exact_step:
-            self.gain[mode] = ema(self.gain.get(mode), tok_s * t_exact_step, 0.3)
+            self.gain[mode] = tok_s * t_exact_step
             self.t_exact = ema(self.t_exact, t_exact_step, 0.3)
+        if row_cost is not None:
+            self.row_cost = row_cost
 
-    def observe_plain(self, tok_s: float) -> None:
-        """A call decoded plainly on one-row kernels."""
+    def observe_plain(self, mode: str | None, tok_s: float, replayed_gain: float | None = None) -> None:
+        """A call decoded plainly on one-row kernels; in a speculative mode, with what lookup would have
+        gained on its output (`replay_lookup`)."""
         self.t_one = ema(self.t_one, 1.0 / tok_s, 0.3)
+        if mode is not None and replayed_gain is not None:
+            self.gain[mode] = replayed_gain

@@ -47,6 +47,7 @@ class SpecStats:
     n_plain_steps: int = 0
     path: str = "speculate"    # "plain": the call decoded plainly, on one-row kernels (api.Model, PathLedger)
     t_plain: float | None = None   # the cost model's seconds per plain step in this call
+    row_cost: float | None = None  # the cost model's extra cost per verified row, relative to one
 
     def record(self, drafter: str, drafted: int, accepted: int) -> None:
         """One verify call that checked `drafted` proposals from `drafter`, `accepted` of them passing."""
@@ -203,5 +204,6 @@ def speculative(model, new_tokens: list[int], sample, history: list[int], spec: 
             rounds += 1
             steps = _self_round(model, x, plan[1], plan[2], spec, sample, history, costs, stats,
                                 probe=rounds % PROBE_EVERY == 0 and len(exits) > 1)
+        stats.row_cost = costs.row_cost
         yield from steps
         x = steps[-1].token
