@@ -5,6 +5,7 @@ stale temporary directory from a killed export is removed by the next export to 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -52,6 +53,7 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None))
+        _ordinary_permissions(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -121,6 +123,16 @@ def _type_counts(src) -> dict[str, int]:
     for t in src.tensor_types.values():
         counts[t] = counts.get(t, 0) + 1
     return counts
+
+
+def _ordinary_permissions(tmp: Path) -> None:
+    """mkdtemp makes the directory private (0700), and onnx writes external data as 0600; a finished bundle
+    is an ordinary folder, readable as the umask allows (like any file the user writes)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    for f in tmp.iterdir():
+        f.chmod(0o666 & ~umask)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

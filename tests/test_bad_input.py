@@ -161,3 +161,12 @@ def test_interrupted_export_leaves_nothing(tmp_path, gguf_path):
     proc.wait(timeout=60)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp")]
+
+
+def test_bundle_is_an_ordinary_folder(int4_bundle):
+    """The export's private temporary directory (0700, data files 0600) becomes a folder with the
+    permissions the user's umask gives any new file, like the GGUF it came from."""
+    umask = os.umask(0)
+    os.umask(umask)
+    assert int4_bundle.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {f.stat().st_mode & 0o777 for f in int4_bundle.iterdir()} == {0o666 & ~umask}
