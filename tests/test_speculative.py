@@ -10,7 +10,7 @@ import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
 from edgedec.strategies import SpecConfig, SpecStats, speculative
 from edgedec.strategies.lookup import propose
-from edgedec.strategies.policy import CostModel, PathLedger, replay_lookup
+from edgedec.strategies.policy import MARGIN, CostModel, PathLedger, replay_lookup
 
 from edgedec.prompts import code_prompts, writing_prompts
 
@@ -168,6 +168,8 @@ def test_path_ledger_speculates_only_when_the_gain_beats_the_exact_path_tax():
     assert ledger.choose("lookup") == "speculate"
     assert ledger.choose("self-spec") == "speculate"       # each mode has its own estimate
     ledger.observe_speculation("lookup", 80.0, 0.0125)     # gain 1.0 < 1.25: the next call decodes plainly
+    assert ledger.choose("lookup") == "plain"
+    ledger.observe_plain("lookup", 100.0, 1.25 + MARGIN / 2)   # within noise of the tax: plain is the floor
     assert ledger.choose("lookup") == "plain"
 
 

@@ -212,6 +212,9 @@ def replay_lookup(tokens: list[int], start: int, row_cost: float, n_layers: int,
     return produced / spent if spent else 0.0
 
 
+MARGIN = 0.1   # PathLedger: how much a call's gain must beat the exact path's tax by
+
+
 @dataclass
 class PathLedger:
     """Per call, whether a speculative mode should speculate at all, from what earlier calls measured.
@@ -221,14 +224,17 @@ class PathLedger:
     when its gain over plain steps on its own path beats that tax:
 
         gain = tokens per second of a speculative call * t_exact measured in the same call
-        speculate  iff  gain > t_exact / t_one
+        speculate  iff  gain > t_exact / t_one + MARGIN
 
     The gain comes from the last call in that mode. A speculative call measures it (within one call, so it
     is immune to the machine's drift between calls). A call that decoded plainly replays lookup on its own
     output (`replay_lookup`), which says what speculating would have gained without paying for it, so a
     losing path is never tried just to find out: a prose call after code calls costs at most that one call.
     The tax is an average over calls of both kinds. Before anything is measured a call speculates; the call
-    after the first speculative one decodes plainly to measure t_one.
+    after the first speculative one decodes plainly to measure t_one. MARGIN is about what one call's gain
+    is off from the next one's on the same kind of text (bench/replay_gain.py: a median of 0.05-0.08), so a
+    call speculates only when that is clearly worth it: where the two paths are within noise (prose), it
+    keeps to plain decoding, which is the floor the speculative modes must not fall below.
     """
     gain: dict = field(default_factory=dict)       # speculative mode -> gain over its own plain steps
     t_one: float | None = None                     # seconds per one-row plain step
@@ -241,7 +247,7 @@ class PathLedger:
             return "speculate"
         if self.t_one is None:
             return "plain"
-        return "speculate" if self.gain[mode] > self.t_exact / self.t_one else "plain"
+        return "speculate" if self.gain[mode] > self.t_exact / self.t_one + MARGIN else "plain"
 
     def observe_speculation(self, mode: str, tok_s: float, t_exact_step: float | None,
                             row_cost: float | None = None) -> None:
