@@ -190,9 +190,11 @@ def replay_lookup(tokens: list[int], start: int, row_cost: float, n_layers: int,
 
     Greedy lookup is deterministic given the output: at each emitted token, the drafter's proposal is
     known, and so is how much of it the model would have accepted (the matching prefix of what the plain
-    call produced next). The rounds are chosen by the same cost model a real call uses, with time in units
-    of one plain step on the speculating path (each extra verified row costs `row_cost`). Returns tokens
-    per unit of time: the quantity `PathLedger.gain` holds for a real speculative call."""
+    call produced next; for sampled output this is an estimate, since rejection sampling accepts a draft
+    with probability p rather than on a match). The rounds are chosen by the same cost model a real call
+    uses, with time in units of one plain step on the speculating path (each extra verified row costs
+    `row_cost`). Returns tokens per unit of time: the quantity `PathLedger.gain` holds for a real
+    speculative call."""
     costs = CostModel(n_layers, [], max_tokens, free_rows=2, t_plain=1.0, row_cost=row_cost)
     produced, spent, i = 0, 0.0, start + 1       # tokens[start] came from the prefill
     while i < len(tokens):
