@@ -22,22 +22,16 @@ from edgedec.models.known import default_gguf
 bundle_linear = Builder.linear
 
 
-def _int4(b: Builder, w, weight_name):
-    codes, scales, zp, residual, err = quantize_int4(w)
-    b.errors[weight_name] = err.to_dict()
-    return codes, scales, zp, residual
-
-
-def strip(b: Builder, x, w, name, weight_name):
-    codes, scales, zp, _ = _int4(b, w, weight_name)
+def strip(b: Builder, x, w, name, q):
+    codes, scales, zp, _ = q
     ins = [x, b.init(f"{name}.qweight", codes), b.init(f"{name}.scales", scales), b.init(f"{name}.zero_points", zp)]
     return b.node("MatMulNBits", ins, f"{name}/MatMulNBits", domain=MS, K=w.shape[1], N=w.shape[0], bits=4,
                   block_size=BLOCK, accuracy_level=4)[0]
 
 
-def shared(b: Builder, x, w, name, weight_name):
+def shared(b: Builder, x, w, name, q):
     n, k = w.shape
-    codes, scales, zp, residual = _int4(b, w, weight_name)
+    codes, scales, zp, residual = q
     residual = fold_zero_points(scales, zp, residual)
     ins = [x, b.init(f"{name}.qweight", codes), b.init(f"{name}.scales", scales)]
     y = b.node("MatMulNBits", ins, f"{name}/MatMulNBits", domain=MS, K=k, N=n, bits=4, block_size=BLOCK,
@@ -46,9 +40,9 @@ def shared(b: Builder, x, w, name, weight_name):
     return b.node("Gemm", [b._block_sums(x, k), r, y], f"{name}/ResidualGemm")[0]
 
 
-def sums_out(b: Builder, x, w, name, weight_name):
+def sums_out(b: Builder, x, w, name, q):
     n, k = w.shape
-    codes, scales, zp, residual = _int4(b, w, weight_name)
+    codes, scales, zp, residual = q
     residual = fold_zero_points(scales, zp, residual)
     nb = scales.shape[1]
     ind = np.full((nb, nb, BLOCK), 8, np.uint8)
@@ -72,9 +66,13 @@ def main():
     variant = VARIANTS[a.variant]
 
     def linear(b, x, w, name, weight_name):
-        if b.quant != "int4" or quantize_int4(w)[3] is None:     # int8 head, or no exact 4-bit blocks
+        if b.quant != "int4":                                   # the int8 head
             return bundle_linear(b, x, w, name, weight_name)
-        return variant(b, x, w, name, weight_name)
+        codes, scales, zp, residual, err = quantize_int4(w)
+        if residual is None:                                    # no exact 4-bit blocks: nothing to vary
+            return bundle_linear(b, x, w, name, weight_name)
+        b.errors[weight_name] = err.to_dict()
+        return variant(b, x, w, name, (codes, scales, zp, residual))
 
     Builder.linear = linear
     export_bundle(default_gguf(), a.out)

@@ -16,11 +16,11 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from edgedec.export.graphs import BLOCK, MS
 from edgedec.export.quant import pack_nibbles
 
-MS = "com.microsoft"
 K = N = 576
-NB = K // 32
+NB = K // BLOCK
 LAYERS = 16
 KINDS = ("strip", "gemm", "matmuladd", "reducesum", "floatzp")
 
@@ -32,28 +32,28 @@ def graph(kind: str, rng) -> bytes:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(a), name))
         return name
 
-    ones = np.zeros((NB, NB, 32), np.uint8)
+    ones = np.zeros((NB, NB, BLOCK), np.uint8)
     ones[np.arange(NB), np.arange(NB)] = 1
     sums = [init("bs.q", pack_nibbles(ones)), init("bs.s", np.ones((NB, NB), np.float32)),
             init("bs.z", pack_nibbles(np.zeros((NB, NB), np.uint8)))]
     x = "x"
     for i in range(LAYERS):
-        ins = [x, init(f"q{i}", pack_nibbles(rng.integers(0, 16, (N, NB, 32)).astype(np.uint8))),
+        ins = [x, init(f"q{i}", pack_nibbles(rng.integers(0, 16, (N, NB, BLOCK)).astype(np.uint8))),
                init(f"s{i}", (rng.random((N, NB)) * 0.01).astype(np.float32))]
         if kind == "floatzp":
             ins.append(init(f"z{i}", (rng.random((N, NB)) * 15).astype(np.float32)))
         y = f"y{i}"
-        nodes.append(helper.make_node("MatMulNBits", ins, [y], domain=MS, K=K, N=N, bits=4, block_size=32,
+        nodes.append(helper.make_node("MatMulNBits", ins, [y], domain=MS, K=K, N=N, bits=4, block_size=BLOCK,
                                       accuracy_level=4))
         if kind in ("gemm", "matmuladd", "reducesum"):
             r = init(f"r{i}", (rng.standard_normal((NB, N)) * 0.005).astype(np.float32))
             if kind == "reducesum":
-                nodes.append(helper.make_node("Reshape", [x, init(f"shape{i}", np.array([-1, NB, 32]))], [f"xb{i}"]))
+                nodes.append(helper.make_node("Reshape", [x, init(f"shape{i}", np.array([-1, NB, BLOCK]))], [f"xb{i}"]))
                 nodes.append(helper.make_node("ReduceSum", [f"xb{i}", init(f"axis{i}", np.array([-1]))], [f"b{i}"],
                                               keepdims=0))
             else:
                 nodes.append(helper.make_node("MatMulNBits", [x, *sums], [f"b{i}"], domain=MS, K=K, N=NB, bits=4,
-                                              block_size=32, accuracy_level=4))
+                                              block_size=BLOCK, accuracy_level=4))
             if kind == "matmuladd":
                 nodes.append(helper.make_node("MatMul", [f"b{i}", r], [f"c{i}"]))
                 nodes.append(helper.make_node("Add", [y, f"c{i}"], [f"o{i}"]))

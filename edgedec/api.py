@@ -20,8 +20,8 @@ from .bundle import default_bundle_path, read_manifest
 from .errors import EdgedecError, ModeError
 from .sampling import Sampler, SamplerConfig
 from .strategies import SPECULATIVE, STRATEGIES, SpecConfig, SpecStats
-from .strategies.policy import PathLedger, replay_lookup
-from .strategies.speculative import LOOKUP_MAX
+from .strategies.policy import PathLedger
+from .strategies.speculative import replay_lookup
 from .tokenizer import StreamDecoder, Tokenizer
 
 BACKENDS = ("onnxruntime", "llamacpp")
@@ -212,9 +212,8 @@ class Model:
                 if path == "speculate":
                     self.paths.observe_speculation(mode, rate, stats.t_plain, stats.row_cost)
                 elif mode in SPECULATIVE:
-                    self.paths.observe_plain(mode, rate, replay_lookup(
-                        history, n_prompt, self.paths.row_cost, self.bundle.config.n_layers,
-                        LOOKUP_MAX, spec.ngram_max))
+                    replayed = replay_lookup(history, n_prompt, self.paths.row_cost, ngram_max=spec.ngram_max)
+                    self.paths.observe_plain(mode, rate, replayed)
                 else:
                     self.paths.observe_plain(None, rate)
 

@@ -10,7 +10,8 @@ import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
 from edgedec.strategies import SpecConfig, SpecStats, speculative
 from edgedec.strategies.lookup import propose
-from edgedec.strategies.policy import MARGIN, CostModel, PathLedger, replay_lookup
+from edgedec.strategies.policy import MARGIN, CostModel, PathLedger
+from edgedec.strategies.speculative import replay_lookup
 
 from edgedec.prompts import code_prompts, writing_prompts
 
@@ -175,11 +176,11 @@ def test_path_ledger_speculates_only_when_the_gain_beats_the_exact_path_tax():
 
 def test_replayed_lookup_gain_counts_what_the_drafter_would_have_got():
     prompt = list(range(100, 160))
-    assert replay_lookup(prompt + list(range(200, 260)), len(prompt), 0.2, 30) == 1.0   # nothing repeats
-    copy = replay_lookup(prompt + prompt, len(prompt), 0.2, 30)      # the output repeats the prompt
+    assert replay_lookup(prompt + list(range(200, 260)), len(prompt), 0.2) == 1.0   # nothing repeats
+    copy = replay_lookup(prompt + prompt, len(prompt), 0.2)      # the output repeats the prompt
     assert copy > 2.5                                               # long matches: several tokens per verify
     half = prompt + [t if i % 2 else 999 for i, t in enumerate(prompt)]   # every other token breaks the match
-    assert 1.0 <= replay_lookup(half, len(prompt), 0.2, 30) < copy
+    assert 1.0 <= replay_lookup(half, len(prompt), 0.2) < copy
 
 
 def test_lookup_proposal_and_its_match_length_set_how_far_to_verify():

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 
 from edgedec.errors import ModeError
 
-from .lookup import propose
-
 
 @dataclass(frozen=True)
 class SpecConfig:
@@ -181,37 +179,6 @@ class CostModel:
         elif plan[0] == "self":
             self.stretch = 16
         return plan
-
-
-def replay_lookup(tokens: list[int], start: int, row_cost: float, n_layers: int, max_tokens: int = 8,
-                  ngram_max: int = 8) -> float:
-    """What lookup speculation would have gained over plain steps on its own path, replayed on tokens that
-    a plain call produced (`tokens[start:]`, after the prompt `tokens[:start]`). Costs nothing to run.
-
-    Greedy lookup is deterministic given the output: at each emitted token, the drafter's proposal is
-    known, and so is how much of it the model would have accepted (the matching prefix of what the plain
-    call produced next; for sampled output this is an estimate, since rejection sampling accepts a draft
-    with probability p rather than on a match). The rounds are chosen by the same cost model a real call
-    uses, with time in units of one plain step on the speculating path (each extra verified row costs
-    `row_cost`). Returns tokens per unit of time: the quantity `PathLedger.gain` holds for a real
-    speculative call."""
-    costs = CostModel(n_layers, [], max_tokens, free_rows=2, t_plain=1.0, row_cost=row_cost)
-    produced, spent, i = 0, 0.0, start + 1       # tokens[start] came from the prefill
-    while i < len(tokens):
-        proposal, match_len = propose(tokens[:i], max_tokens, ngram_max)
-        plan = costs.choose(len(proposal), match_len)
-        if plan[0] == "lookup":
-            drafts, future = proposal[:plan[1]], tokens[i:]
-            ok = next((j for j, d in enumerate(drafts) if j >= len(future) or d != future[j]), len(drafts))
-            costs.observe_lookup(match_len, min(ok + 1, len(drafts)), ok)
-            spent += costs.verify_time(0, len(drafts) + 1)
-            step = ok + 1
-        else:
-            spent += 1.0
-            step = 1
-        produced += min(step, len(tokens) - i)
-        i += step
-    return produced / spent if spent else 0.0
 
 
 MARGIN = 0.1   # PathLedger: how much a call's gain must beat the exact path's tax by

@@ -167,6 +167,38 @@ def _lookup_round(model, x, drafts, match_len, sample, history, costs, stats) ->
     return steps
 
 
+def replay_lookup(tokens: list[int], start: int, row_cost: float, max_tokens: int = LOOKUP_MAX,
+                  ngram_max: int = SpecConfig.ngram_max) -> float:
+    """What lookup speculation would have gained over plain steps on its own path, replayed on tokens that
+    a plain call produced (`tokens[start:]`, after the prompt `tokens[:start]`). Costs nothing to run.
+
+    Greedy lookup is deterministic given the output: at each emitted token, the drafter's proposal is
+    known, and so is how much of it the model would have accepted (the matching prefix of what the plain
+    call produced next; for sampled output this is an estimate, since rejection sampling accepts a draft
+    with probability p rather than on a match). The rounds are chosen as `speculative` chooses them, by
+    the cost model, with time in units of one plain step on the speculating path (each extra verified
+    row costs `row_cost`; a lookup round verifies the whole model, so the layer count cancels). Returns
+    tokens per unit of time: the quantity `PathLedger.gain` holds for a real speculative call."""
+    costs = CostModel(1, [], max_tokens, free_rows=2, t_plain=1.0, row_cost=row_cost)
+    seq = np.asarray(tokens, dtype=np.int64)
+    produced, spent, i = 0, 0.0, start + 1       # tokens[start] came from the prefill
+    while i < len(seq):
+        proposal, match_len = propose(seq[:i], max_tokens, ngram_max)
+        plan = costs.choose(len(proposal), match_len)
+        if plan[0] == "lookup":
+            drafts, future = proposal[:plan[1]], seq[i:]
+            ok = next((j for j, d in enumerate(drafts) if j >= len(future) or d != future[j]), len(drafts))
+            costs.observe_lookup(match_len, min(ok + 1, len(drafts)), ok)
+            spent += costs.verify_time(0, len(drafts) + 1)
+            step = ok + 1
+        else:
+            spent += 1.0
+            step = 1
+        produced += min(step, len(seq) - i)
+        i += step
+    return produced / spent if spent else 0.0
+
+
 def speculative(model, new_tokens: list[int], sample, history: list[int], spec: SpecConfig | None = None,
                 stats: SpecStats | None = None, self_draft: bool = True) -> Iterator[Step]:
     """Prefill, then decode in rounds chosen by the cost model: plain steps, self-draft rounds, lookup
