@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip -q --disable-pip-version-check
 
-.PHONY: chat test bench install clean
+.PHONY: chat test bench data install clean
 
 $(VENV)/.core: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,16 +21,21 @@ $(VENV)/.test: $(VENV)/.core
 	$(PIP) install -e '.[test,llamacpp,oracle]'
 	touch $@
 
+# Prompt sets and test text (HumanEval, writingbench, King Lear), downloaded once into ~/.cache/edgedec-testdata;
+# nothing downloads when a command or a test runs.
+data: $(VENV)/.core
+	$(PY) -m edgedec_tools.prompts
+
 install: $(VENV)/.core
 
 chat: $(VENV)/.core
 	$(VENV)/bin/edgedec chat
 
-test: $(VENV)/.test
+test: $(VENV)/.test data
 	$(PY) -m pytest -q -ra
 
-bench: $(VENV)/.test
-	$(VENV)/bin/edgedec bench
+bench: $(VENV)/.test data
+	$(VENV)/bin/edgedec-bench
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -1,4 +1,5 @@
-"""The `edgedec` command: a thin layer over the library. Domain errors become one line on stderr.
+"""The `edgedec` command: a thin layer over the library. Domain errors become one line on stderr, with the
+library's parameter names rendered as this command's flags (FLAGS).
 
     edgedec export                      # the default model -> ~/.cache/edgedec/SmolLM2-135M-Instruct-int4
     edgedec chat                        # talk to it (exports it first if needed)
@@ -12,11 +13,21 @@ import os
 import sys
 from pathlib import Path
 
-from .bundle import default_bundle_path, read_manifest
+from .bundle import default_bundle_path, read_bundle
 from .errors import EdgedecError
 
+# library parameter -> the flag that sets it, for error messages and notices
+FLAGS = {"n_ctx": "--ctx", "threads": "--threads", "max_tokens": "--max-tokens", "mode": "--mode",
+         "backend": "--backend", "exit_layer": "--exit-layer", "k_max": "--draft-len", "max_draft": "--draft-len",
+         "threshold": "--threshold", "temperature": "--temp", "top_k": "--top-k",
+         "top_p": "--top-p", "min_p": "--min-p", "repetition_penalty": "--repeat-penalty", "window": "--window",
+         "quant": "--quant", "cuts": "--cuts"}
+# speculation flags -> the config field they set, per mode
+SPEC_FLAGS = {"exit_layer": "exit_layer", "draft_len": {"self-spec": "k_max", "lookup": "max_draft"},
+              "threshold": "threshold", "lookup": "lookup", "adaptive": "adaptive"}
 
-def _progress(label: str, i: int, n: int) -> None:
+
+def progress_bar(label: str, i: int, n: int) -> None:
     width = 30
     done = int(width * i / max(n, 1))
     sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {i}/{n} {label:<16}")
@@ -39,22 +50,22 @@ def cmd_export(a) -> None:
         out = default_bundle_path()
     else:
         out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
-    path, manifest = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=_progress)
-    w = manifest["quant"]["worst"]
-    if w.get("tensor"):
-        print(f"worst quantization error: {w['tensor']}: max |dw| {w['max_abs']:.3g}, "
-              f"mean |dw| {w['mean_abs']:.3g}, relative rms {w['rel_rms']:.3g}", file=sys.stderr)
+    path, manifest = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar)
+    w = manifest.quant.worst
+    if w.tensor:
+        print(f"worst quantization error: {w.tensor}: max |dw| {w.max_abs:.3g}, "
+              f"mean |dw| {w.mean_abs:.3g}, relative rms {w.rel_rms:.3g}", file=sys.stderr)
     print(path)
 
 
-def _ensure_default_bundle(path) -> Path:
+def ensure_default_bundle(path) -> Path:
     if path:
         return Path(path)
     p = default_bundle_path()
     if not (p / "edgedec.json").exists():
         from edgedec.export.bundle_writer import export_bundle
         print(f"no default bundle yet; exporting the default model to {p} (about a minute, once)", file=sys.stderr)
-        export_bundle(default_source(), p, progress=_progress)
+        export_bundle(default_source(), p, progress=progress_bar)
     return p
 
 
@@ -66,16 +77,40 @@ def _sampler(a):
 
 def _load(a):
     from .api import load
-    return load(_ensure_default_bundle(a.bundle), backend=a.backend, threads=a.threads, n_ctx=a.ctx,
+    return load(ensure_default_bundle(a.bundle), backend=a.backend, threads=a.threads, n_ctx=a.ctx,
                 exact=getattr(a, "exact", None))
 
 
 def _spec(a, model):
-    """--mode options over the bundle's tuned defaults."""
-    from dataclasses import replace
-    given = {"exit_layer": a.exit_layer, "k_max": a.draft_len, "threshold": a.threshold,
-             "lookup": a.lookup, "adaptive": a.adaptive}
-    return replace(model.default_spec(), **{k: v for k, v in given.items() if v is not None})
+    """The --mode's config: the bundle's tuned defaults, overridden by the flags given."""
+    from dataclasses import fields, replace
+    config = model.default_config(a.mode)
+    names = {f.name for f in fields(config)}
+    given = {}
+    for flag, target in SPEC_FLAGS.items():
+        value = getattr(a, flag)
+        if value is None:
+            continue
+        name = target.get(a.mode) if isinstance(target, dict) else target
+        if name not in names:
+            raise EdgedecError(f"--{flag.replace('_', '-')} does not apply to --mode {a.mode}")
+        given[name] = value
+    return replace(config, **given)
+
+
+def _notice(r) -> None:
+    if r.notice:
+        print(f"\nnote: {_flags(r.notice)}", file=sys.stderr)
+
+
+def _flags(message) -> str:
+    """A library message (EdgedecError or Notice) in this command's terms."""
+    return message.render(FLAGS) if hasattr(message, "render") else str(message)
+
+
+def _sources_line(sources: dict) -> str:
+    n = sum(sources.values()) or 1
+    return ", ".join(f"{k} {v / n:.0%}" for k, v in sorted(sources.items(), key=lambda kv: -kv[1]))
 
 
 def _spec_line(d: dict) -> str:
@@ -91,28 +126,33 @@ def cmd_generate(a) -> None:
     model = _load(a)
     kw = dict(system=a.system, chat=not a.raw, max_tokens=a.max_tokens, sampler=_sampler(a), stop=tuple(a.stop),
               mode=a.mode, spec=_spec(a, model))
+    session = model.session()
     if a.json:
-        r = model.generate(prompt, **kw)
+        r = session.generate(prompt, **kw)
         if r.notice:
-            print(f"note: {r.notice}", file=sys.stderr)
+            print(f"note: {_flags(r.notice)}", file=sys.stderr)
         print(json.dumps(r.to_dict()))
         return
-    for r in model.stream_generate(prompt, **kw):
-        if r.notice:
-            print(f"\nnote: {r.notice}", file=sys.stderr)
+    sources = {}
+    for r in session.stream_generate(prompt, **kw):
+        _notice(r)
+        sources[r.source] = sources.get(r.source, 0) + 1
         print(r.text, end="", flush=True)
     print()
     print(f"[{r.n_prompt_tokens} prompt tokens at {r.prefill_tok_s:.0f} tok/s, "
           f"{r.n_new_tokens} new at {r.decode_tok_s:.1f} tok/s, {r.finish_reason}]", file=sys.stderr)
     if a.mode != "plain":
-        print(f"[{_spec_line(model.last_stats.to_dict())}]", file=sys.stderr)
+        print(f"[tokens from: {_sources_line(sources)}; {_spec_line(session.last_stats.to_dict())}]",
+              file=sys.stderr)
 
 
 def cmd_chat(a) -> None:
     model = _load(a)
+    session = model.session()
+    spec = _spec(a, model)
     system = a.system
     messages = [{"role": "system", "content": system}] if system else []
-    totals = {"turns": 0, "new_tokens": 0, "last": None}
+    totals = {"turns": 0, "new_tokens": 0, "last": None, "sources": {}}
     print("edgedec chat: /reset clears the conversation, /stats shows speed, /exit quits; "
           "Ctrl-C stops an answer.", file=sys.stderr)
     while True:
@@ -126,7 +166,7 @@ def cmd_chat(a) -> None:
             return
         if cmd == "/reset":
             messages = messages[:1] if system else []
-            model.reset()
+            session.reset()
             print("(conversation cleared)", file=sys.stderr)
             continue
         if cmd == "/stats":
@@ -134,21 +174,24 @@ def cmd_chat(a) -> None:
             if r is None:
                 print("(no answer yet)", file=sys.stderr)
             else:
-                print(f"turns {totals['turns']}, context {model.backend.length}/{model.n_ctx} tokens, "
+                st = session.stats
+                print(f"turns {totals['turns']}, context {st.context_tokens}/{st.n_ctx} tokens "
+                      f"({st.cache_bytes / 1e6:.0f} MB of KV cache), "
                       f"last answer: {r.n_new_tokens} tokens at {r.decode_tok_s:.1f} tok/s, "
                       f"prompt {r.n_prompt_tokens} tokens at {r.prefill_tok_s:.0f} tok/s", file=sys.stderr)
-                if a.mode != "plain":
-                    print(f"mode {a.mode}: {_spec_line(model.last_stats.to_dict())}", file=sys.stderr)
+                print(f"tokens of the last answer from: {_sources_line(totals['sources'])}", file=sys.stderr)
+                if a.mode != "plain" and st.speculation:
+                    print(f"mode {a.mode}: {_spec_line(st.speculation)}", file=sys.stderr)
             continue
         if not cmd:
             continue
         messages.append({"role": "user", "content": line})
-        reply, r = [], None
+        reply, r, sources = [], None, {}
         try:
-            for r in model.stream_generate(messages=messages, max_tokens=a.max_tokens, sampler=_sampler(a),
-                                           mode=a.mode, spec=_spec(a, model)):
-                if r.notice:
-                    print(f"\nnote: {r.notice}", file=sys.stderr)
+            for r in session.stream_generate(messages=messages, max_tokens=a.max_tokens, sampler=_sampler(a),
+                                             mode=a.mode, spec=spec):
+                _notice(r)
+                sources[r.source] = sources.get(r.source, 0) + 1
                 reply.append(r.text)
                 print(r.text, end="", flush=True)
         except KeyboardInterrupt:
@@ -158,25 +201,24 @@ def cmd_chat(a) -> None:
         if r is not None:
             totals["turns"] += 1
             totals["last"] = r
+            totals["sources"] = sources
             print(f"[{r.n_new_tokens} tokens, {r.decode_tok_s:.1f} tok/s]", file=sys.stderr)
 
 
 def cmd_info(a) -> None:
-    b = read_manifest(_ensure_default_bundle(a.bundle), verify_checksums=True)
+    b = read_bundle(ensure_default_bundle(a.bundle), verify_checksums=True)
     m = b.manifest
-    c = m["config"]
-    q = m["quant"]
-    size = sum(f["bytes"] for f in m["files"].values())
-    print(f"bundle     {b.path} (format {m['format']} v{m['version']}, {size / 1e6:.0f} MB, checksums ok)")
-    print(f"model      {m['model']['name']} from {m['model']['source']}")
-    print(f"arch       {c['architecture']}: {c['n_layers']} layers, hidden {c['hidden']}, heads {c['n_heads']}/"
-          f"{c['n_kv_heads']} kv, ffn {c['ffn']}, vocab {c['vocab']}, context {c['context']}")
-    ranges = ", ".join(f"{s['start']}-{s['end'] - 1}" for s in m["segments"])
+    c, q = m.config, m.quant
+    size = sum(f.bytes for f in m.files.values())
+    print(f"bundle     {b.path} (format {m.format} v{m.version}, {size / 1e6:.0f} MB, checksums ok)")
+    print(f"model      {m.model.name} from {m.model.source}")
+    print(f"arch       {c.architecture}: {c.n_layers} layers, hidden {c.hidden}, heads {c.n_heads}/"
+          f"{c.n_kv_heads} kv, ffn {c.ffn}, vocab {c.vocab}, context {c.context}")
+    ranges = ", ".join(f"{s.start}-{s.end - 1}" for s in m.segments)
     print(f"segments   {ranges} (+ head)")
-    print(f"quant      {q['mode']} (head {q.get('head')}), worst tensor {q['worst'].get('tensor')} "
-          f"rel rms {q['worst'].get('rel_rms', 0):.3g}")
-    print(f"gguf       {m['gguf']['file'] if m.get('gguf') else 'none (llama.cpp backend unavailable)'}")
-    print(f"drafts     {len(m.get('drafts', []))}, adapters {len(m.get('adapters', []))}, defaults {m.get('defaults')}")
+    print(f"quant      {q.mode} (head {q.head}), worst tensor {q.worst.tensor} rel rms {q.worst.rel_rms or 0:.3g}")
+    print(f"gguf       {m.gguf.file if m.gguf else 'none (llama.cpp backend unavailable)'}")
+    print(f"drafts     {len(m.drafts)}, adapters {len(m.adapters)}, tuned self-spec {m.defaults.self_spec}")
 
 
 def cmd_perplexity(a) -> None:
@@ -211,7 +253,8 @@ def _add_model_args(p, gen=True):
         p.add_argument("--mode", default="plain", help="plain (default), self-spec or lookup")
         p.add_argument("--exit-layer", type=int, help="self-spec: draft with layers[0:E] (default: tuned, or "
                        "chosen per context among the bundle's cuts)")
-        p.add_argument("--draft-len", type=int, help="speculation: most tokens drafted per round (default 4)")
+        p.add_argument("--draft-len", type=int, help="speculation: most tokens drafted per round "
+                       "(default: self-spec 4, lookup 8)")
         p.add_argument("--threshold", type=float, help="self-spec: stop drafting below this top probability")
         p.add_argument("--lookup", action=argparse.BooleanOptionalAction, default=None,
                        help="self-spec: also use prompt-lookup drafts (default on)")
@@ -222,15 +265,6 @@ def _add_model_args(p, gen=True):
                        "path (token for token `plain --exact`); --no-exact keeps plain steps on one-row kernels. "
                        "Default: per call, speculate on the batched path or decode plainly on one-row kernels, "
                        "whichever measured faster so far. plain: --exact pads steps to the batched path")
-
-
-def _add_measure_args(p, max_tokens: int, prompts: int, prompts_help: str) -> None:
-    """What `bench` and `tune` share: the bundle, threads, tokens per run, prompts, and the results folder."""
-    p.add_argument("bundle", nargs="?")
-    p.add_argument("-t", "--threads", type=int, default=2)
-    p.add_argument("-n", "--max-tokens", type=int, default=max_tokens)
-    p.add_argument("--prompts", type=int, default=prompts, help=prompts_help)
-    p.add_argument("--out", default="bench/results", help="where the JSON and PNG go")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,16 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_perplexity)
 
-    p = sub.add_parser("bench", help="tok/s of edgedec and llama.cpp on the same GGUF, same threads")
-    _add_measure_args(p, max_tokens=128, prompts=8, prompts_help="--modes: prompts per set (default 8)")
-    p.add_argument("--runs", type=int, default=5, help="repetitions; medians are reported (default 5)")
-    p.add_argument("--modes", action="store_true", help="compare decoding modes on code and prose prompts")
-    p.set_defaults(func=lambda a: __import__("edgedec.bench_modes" if a.modes else "edgedec.bench",
-                                             fromlist=["main"]).main(a))
-
-    p = sub.add_parser("tune", help="sweep self-spec settings on this device; store the best in the bundle")
-    _add_measure_args(p, max_tokens=48, prompts=3, prompts_help="prompts per set, code and prose (default 3)")
-    p.set_defaults(func=lambda a: __import__("edgedec.tune", fromlist=["main"]).main(a))
     return ap
 
 
@@ -286,7 +310,7 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except EdgedecError as e:
-        print(f"edgedec: error: {e}", file=sys.stderr)
+        print(f"edgedec: error: {_flags(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nedgedec: interrupted", file=sys.stderr)

@@ -31,3 +31,7 @@ class KVCache:
 
     def truncate(self, length: int) -> None:
         self.offset = [min(o, length) for o in self.offset]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.keys + self.values)

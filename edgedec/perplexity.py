@@ -14,30 +14,33 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def token_nll(model, ids: list[int], window: int):
-    """Negative log-likelihood of every token after the first of each window, and the argmax predictions."""
+def token_nll(runner, ids: list[int], window: int):
+    """Negative log-likelihood of every token after the first of each window, and the argmax predictions.
+    runner: a backend runner (runtimes/contract.py); its cache is emptied before each window and after."""
     nll, pred = [], []
     for s in range(0, len(ids) - 1, window):
         chunk = ids[s:s + window]
         if len(chunk) < 2:
             break
-        model.reset()
-        logits = model.backend.forward(chunk, all_logits=True)          # [n, V]
+        runner.truncate(0)
+        logits = runner.forward(chunk, all_logits=True)          # [n, V]
         lp = log_softmax(logits[:-1])
         nll.extend(-lp[np.arange(len(chunk) - 1), chunk[1:]])
         pred.extend(logits[:-1].argmax(-1))
-    model.reset()
+    runner.truncate(0)
     return np.array(nll), np.array(pred)
 
 
 def perplexity(model, text: str, window: int = 512) -> dict:
     if not 2 <= window <= model.n_ctx:
-        raise EdgedecError(f"--window must be in 2..{model.n_ctx} (the context; raise --ctx for more)")
+        raise EdgedecError(f"$window must be in 2..{model.n_ctx} (the context; raise $n_ctx for more)")
     ids = model.tokenizer.encode(text)
     if len(ids) < 2:
         raise EdgedecError("the file has fewer than 2 tokens; nothing to score")
     t = time.perf_counter()
-    nll, _ = token_nll(model, ids, window)
+    session = model.session()
+    nll, _ = token_nll(session.backend, ids, window)
+    session.reset()
     dt = time.perf_counter() - t
     return {"perplexity": float(np.exp(nll.mean())), "n_tokens": int(len(ids)), "n_scored": int(len(nll)),
             "window": window, "n_windows": -(-(len(ids) - 1) // window), "tok_s": len(ids) / dt}

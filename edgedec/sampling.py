@@ -19,9 +19,9 @@ class SamplerConfig:
     seed: int | None = None          # for reproducible sampling
 
     def __post_init__(self):
-        checks = [(self.temperature >= 0, "--temp must be >= 0"), (self.top_k >= 0, "--top-k must be >= 0"),
-                  (0 < self.top_p <= 1, "--top-p must be in (0, 1]"), (0 <= self.min_p < 1, "--min-p must be in [0, 1)"),
-                  (self.repetition_penalty > 0, "--repeat-penalty must be > 0")]
+        checks = [(self.temperature >= 0, "$temperature must be >= 0"), (self.top_k >= 0, "$top_k must be >= 0"),
+                  (0 < self.top_p <= 1, "$top_p must be in (0, 1]"), (0 <= self.min_p < 1, "$min_p must be in [0, 1)"),
+                  (self.repetition_penalty > 0, "$repetition_penalty must be > 0")]
         for ok, msg in checks:
             if not ok:
                 raise EdgedecError(msg)

@@ -20,17 +20,17 @@ _FALLBACK_TEMPLATE = (  # ChatML, for models that ship without a template
 
 class Tokenizer:
     def __init__(self, bundle):
-        t = bundle.manifest["tokenizer"]
+        t = bundle.manifest.tokenizer
         try:
-            self.hf = HFTokenizer.from_file(str(bundle.file(t["file"])))
+            self.hf = HFTokenizer.from_file(str(bundle.file(t.file)))
         except Exception as e:
             raise BundleError(f"{bundle.path}: tokenizer.json is unreadable ({e}); export the bundle again") from None
-        self.bos_id = t.get("bos_id")
-        self.eos_ids = frozenset(t.get("eos_ids", []))
-        self.add_bos = bool(t.get("add_bos"))
+        self.bos_id = t.bos_id
+        self.eos_ids = frozenset(t.eos_ids)
+        self.add_bos = t.add_bos
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
-        self.template = env.from_string(bundle.manifest.get("chat_template") or _FALLBACK_TEMPLATE)
+        self.template = env.from_string(bundle.manifest.chat_template or _FALLBACK_TEMPLATE)
 
     def encode(self, text: str) -> list[int]:
         ids = self.hf.encode(text, add_special_tokens=False).ids

@@ -4,7 +4,6 @@ stale temporary directory from a killed export is removed by the next export to 
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -14,7 +13,8 @@ from typing import Callable
 
 import onnx
 
-from edgedec.bundle import FORMAT, MANIFEST, VERSION, sha256
+from edgedec import manifest as mf
+from edgedec.bundle import sha256
 from edgedec.errors import EdgedecError
 
 from .graphs import QUANTS, build_head, build_segment, head_quant
@@ -32,17 +32,17 @@ def parse_cuts(text: str | None, n_layers: int) -> list[int]:
     try:
         cuts = sorted({int(c) for c in text.split(",") if c.strip()} | {n_layers})
     except ValueError:
-        raise EdgedecError(f"--cuts '{text}' is not a comma-separated list of layer numbers, e.g. 6,12,18") from None
+        raise EdgedecError(f"$cuts '{text}' is not a comma-separated list of layer numbers, e.g. 6,12,18") from None
     if cuts[0] < 1 or cuts[-1] > n_layers:
-        raise EdgedecError(f"--cuts must lie in 1..{n_layers - 1} for this {n_layers}-layer model")
+        raise EdgedecError(f"$cuts must lie in 1..{n_layers - 1} for this {n_layers}-layer model")
     return cuts
 
 
 def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> tuple[Path, dict]:
+                  progress: Callable[[str, int, int], None] | None = None) -> tuple[Path, mf.Manifest]:
     """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest)."""
     if quant not in QUANTS:
-        raise EdgedecError(f"--quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
+        raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
     src = load_source(source)
     cfg = src.config
     cut_list = parse_cuts(cuts, cfg.n_layers)
@@ -61,7 +61,7 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     return out, manifest
 
 
-def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> dict:
+def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> mf.Manifest:
     cfg = src.config
     starts = [0] + cuts[:-1]
     steps = len(cuts) + 3
@@ -73,7 +73,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> dict:
         name = f"layers_{a}_{b}.onnx"
         _save(model, tmp / name)
         errors.update(errs)
-        segments.append({"start": a, "end": b, "file": name})
+        segments.append(mf.Segment(a, b, name))
     progress("head", len(cuts), steps)
     model, errs = build_head(src, quant)
     _save(model, tmp / "head.onnx")
@@ -85,30 +85,28 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> dict:
     if src.gguf_path is not None:
         progress("gguf", len(cuts) + 2, steps)
         shutil.copyfile(src.gguf_path, tmp / "model.gguf")
-        gguf = {"file": "model.gguf", "source": str(src.gguf_path)}
+        gguf = mf.Gguf("model.gguf", str(src.gguf_path))
 
-    worst = max(errors.items(), key=lambda kv: kv[1]["rel_rms"], default=(None, None))
-    files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256(f)} for f in sorted(tmp.iterdir())}
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {"name": src.name, "source": str(src.path), "source_types": _type_counts(src)},
-        "config": cfg.to_dict(),
-        "segments": segments,
-        "head": {"file": "head.onnx"},
-        "quant": {"mode": quant, "head": head_quant(quant), "block_size": 32, "accuracy_level": 4 if quant != "fp32" else None,
-                  "worst": {"tensor": worst[0], **(worst[1] or {})}, "errors": errors},
-        "tokenizer": {"file": "tokenizer.json", "bos_id": src.tokenizer.bos_id,
-                      "eos_ids": list(src.tokenizer.eos_ids), "add_bos": src.tokenizer.add_bos},
-        "chat_template": src.chat_template,
-        "gguf": gguf,
-        "drafts": [],
-        "adapters": [],
-        "defaults": {},
-        "files": files,
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    worst = max(errors.items(), key=lambda kv: kv[1]["rel_rms"], default=(None, {}))
+    manifest = mf.Manifest(
+        format=mf.FORMAT,
+        version=mf.FORMAT_VERSION,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        model=mf.ModelInfo(src.name, str(src.path), _type_counts(src)),
+        config=cfg,
+        segments=segments,
+        head=mf.Graph("head.onnx"),
+        quant=mf.Quant(mode=quant, head=head_quant(quant), block_size=32,
+                       accuracy_level=4 if quant != "fp32" else None,
+                       worst=mf.WorstTensor(worst[0], **worst[1]),
+                       errors={k: mf.TensorError(**v) for k, v in errors.items()}),
+        tokenizer=mf.TokenizerInfo(file="tokenizer.json", bos_id=src.tokenizer.bos_id,
+                                   eos_ids=list(src.tokenizer.eos_ids), add_bos=src.tokenizer.add_bos),
+        chat_template=src.chat_template,
+        gguf=gguf,
+        files={f.name: mf.FileEntry(f.stat().st_size, sha256(f)) for f in sorted(tmp.iterdir())},
+    )
+    mf.write(tmp, manifest)
     progress("done", steps, steps)
     return manifest
 
@@ -138,8 +136,8 @@ def _ordinary_permissions(tmp: Path) -> None:
 def _swap_into_place(tmp: Path, out: Path) -> None:
     """Rename tmp -> out; an existing bundle at `out` is replaced only once the new one is complete."""
     if out.exists():
-        if not (out / MANIFEST).exists():
-            raise EdgedecError(f"{out} exists and is not an edgedec bundle; choose another -o or remove it")
+        if not (out / mf.FILENAME).exists():
+            raise EdgedecError(f"{out} exists and is not an edgedec bundle; choose another output folder or remove it")
         old = out.with_name(f".{out.name}.old-{int(time.time())}")
         out.rename(old)
         tmp.rename(out)

@@ -1,6 +1,14 @@
-"""llama.cpp backend: plain decoding on the bundle's GGUF through llama-cpp-python, behind the same
-forward / length / truncate interface as the ONNX Runtime backend. Also the speed peer in `bench`."""
+"""llama.cpp backend: plain decoding on the bundle's GGUF through llama-cpp-python, behind the same Runner
+contract as the ONNX Runtime backend (runtimes/contract.py). Also the speed peer in the benchmarks.
+
+`LlamaCppEngine` loads the GGUF once, into one llama.cpp context. Sessions take turns in it: before a
+runner decodes, the context's previous owner's KV state is saved (`Llama.save_state`) and this runner's
+is loaded (`Llama.load_state`). A switch between conversations therefore copies their KV state, which
+costs little for a small model and nothing when one conversation runs at a time.
+"""
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -15,43 +23,88 @@ def _llama_cpp():
     return llama_cpp
 
 
-class LlamaCppModel:
+class LlamaCppEngine:
     name = "llamacpp"
-    modes = ("plain",)
 
     def __init__(self, bundle, threads: int = 2, n_ctx: int = 2048, flash_attn: bool = True,
                  logits_all: bool = False):
         if bundle.gguf is None:
             raise BundleError(f"{bundle.path} has no GGUF (exported from a Hugging Face folder); "
-                              "use --backend onnxruntime, or export from a .gguf file")
+                              "use the onnxruntime backend, or export from a .gguf file")
         llama_cpp = _llama_cpp()
+        self.llama_cpp = llama_cpp
         self.config = bundle.config
         self.n_ctx = n_ctx
         self.logits_all = logits_all
         self.llm = llama_cpp.Llama(model_path=str(bundle.gguf), n_ctx=n_ctx, n_threads=threads,
                                    n_threads_batch=threads, n_batch=512, flash_attn=flash_attn,
                                    logits_all=logits_all, verbose=False)
+        self.lock = threading.Lock()
+        self.owner: LlamaCppRunner | None = None
+
+    def runner(self, n_ctx: int | None = None, min_rows: int = 1) -> "LlamaCppRunner":
+        n_ctx = n_ctx or self.n_ctx
+        if not 1 <= n_ctx <= self.n_ctx:
+            raise ModeError(f"$n_ctx {n_ctx} is out of range; this llama.cpp context holds 1..{self.n_ctx}")
+        return LlamaCppRunner(self, n_ctx)
+
+
+class LlamaCppRunner:
+    name = "llamacpp"
+    row_paths = (1,)      # llama.cpp's batched and one-token calls are its own business: one path here
+    min_rows = 1
+
+    def __init__(self, engine: LlamaCppEngine, n_ctx: int):
+        self.engine = engine
+        self.config = engine.config
+        self.n_ctx = n_ctx
+        self._length = 0
+        self._state = None      # this runner's saved KV state while another runner owns the context
+
+    def _activate(self) -> None:
+        """Make the shared context hold this runner's KV state (call with the engine's lock held)."""
+        e = self.engine
+        if e.owner is not self:
+            if e.owner is not None:
+                e.owner._state = e.llm.save_state() if e.owner._length else None
+            if self._state is not None:
+                e.llm.load_state(self._state)
+                self._state = None
+            e.owner = self
+        e.llm.n_tokens = self._length   # Llama.eval() drops cached positions >= n_tokens before decoding
 
     @property
     def length(self) -> int:
-        return self.llm.n_tokens
+        return self._length
+
+    @property
+    def cache_bytes(self) -> int:
+        """K and V at f16 for the positions held (the context's buffers are shared by all runners)."""
+        c = self.config
+        return self._length * 2 * c.n_layers * c.n_kv_heads * c.head_dim * 2
 
     def truncate(self, n: int) -> None:
-        if n < self.llm.n_tokens:
-            self.llm.n_tokens = n   # Llama.eval() removes cached positions >= n_tokens before decoding
+        self._length = min(self._length, n)
+
+    def release(self) -> None:
+        self._length, self._state = 0, None
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
         tokens = [int(t) for t in tokens]
-        if self.llm.n_tokens + len(tokens) > self.n_ctx:
-            raise ContextOverflowError(f"{self.llm.n_tokens + len(tokens)} positions do not fit the "
-                                       f"{self.n_ctx}-token context; use /reset, a shorter prompt, or a larger --ctx")
-        start = self.llm.n_tokens
-        self.llm.eval(tokens)
-        if self.logits_all:
-            rows = self.llm.scores[start:self.llm.n_tokens] if all_logits else self.llm.scores[self.llm.n_tokens - 1:]
-            return np.array(rows[: self.llm.n_tokens - start], np.float32)
-        if all_logits:
-            raise ModeError("logits for every position need LlamaCppModel(..., logits_all=True)")
-        # without logits_all, llama-cpp-python keeps only the last position's logits in the context
-        last = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.config.vocab,))
-        return last.astype(np.float32)[None, :]
+        if self._length + len(tokens) > self.n_ctx:
+            raise ContextOverflowError(f"{self._length + len(tokens)} positions do not fit the {self.n_ctx}-token "
+                                       "context; reset the conversation, shorten the prompt, or raise $n_ctx")
+        if all_logits and not self.engine.logits_all:
+            raise ModeError("logits for every position need LlamaCppEngine(..., logits_all=True)")
+        llm = self.engine.llm
+        with self.engine.lock:
+            self._activate()
+            start = self._length
+            llm.eval(tokens)
+            self._length = llm.n_tokens
+            if self.engine.logits_all:
+                first = start if all_logits else self._length - 1
+                return np.array(llm.scores[first:self._length], np.float32)
+            # without logits_all, llama.cpp keeps only the last position's logits
+            last = self.engine.llama_cpp.llama_get_logits(llm.ctx)
+            return np.ctypeslib.as_array(last, shape=(self.config.vocab,)).astype(np.float32)[None, :]

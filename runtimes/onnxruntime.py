@@ -4,8 +4,11 @@ Per token nothing allocates or copies the KV cache: each layer's buffer is bound
 `past_key_i` input and the `present_key_i` output, and GroupQueryAttention writes the new position in
 place. Hidden states pass from one segment to the next as OrtValues, without a numpy round trip.
 
-All sessions share one intra-op thread pool, so segments run back to back without one session's spinning
-workers stealing cores from the next.
+All ONNX Runtime sessions share one intra-op thread pool, so segments run back to back without one
+session's spinning workers stealing cores from the next.
+
+`OrtEngine` holds the graphs (loaded once per Model); each `OrtRunner` holds one conversation's KV cache
+and its own IO bindings to those graphs, so conversations share the weights and cost only their caches.
 
 Row paths. ORT's int4/int8 MatMulNBits kernels (accuracy level 4 quantizes activations to int8) and
 GroupQueryAttention take a different code path for one row than for several. The two round differently, and
@@ -16,6 +19,8 @@ the last one and its KV slot is dropped), so decoding one token at a time and ve
 batch give identical logits: the contract lossless speculation needs.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -50,31 +55,50 @@ def _session(path, threads: int, provider: str) -> ort.InferenceSession:
                           "export the bundle again") from None
 
 
-class OrtModel:
-    """Runs any chain of whole segments, and the head. `cache` holds the KV state across calls."""
+class OrtEngine:
+    """A bundle's segment graphs and head graph, loaded once; `runner()` gives each conversation its cache."""
 
     name = "onnxruntime"
 
-    def __init__(self, bundle, threads: int = 2, n_ctx: int = 2048, provider: str = "CPUExecutionProvider",
-                 min_rows: int = 1):
-        cfg = bundle.config
-        if not 1 <= n_ctx <= cfg.context:
-            raise ModeError(f"--ctx {n_ctx} is out of range; this model supports 1..{cfg.context}")
+    def __init__(self, bundle, threads: int = 2, provider: str = "CPUExecutionProvider"):
         if provider not in ort.get_available_providers():
             raise ModeError(f"execution provider {provider} is not available in this onnxruntime; "
                             f"available: {', '.join(ort.get_available_providers())}")
+        self.config = bundle.config
+        self.segments = bundle.segments
+        self.sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
+        self.head = _session(bundle.file(bundle.manifest.head.file), threads, provider)
+        self.lock = threading.Lock()
+
+    def runner(self, n_ctx: int, min_rows: int = 1) -> "OrtRunner":
+        return OrtRunner(self, n_ctx, min_rows)
+
+
+class OrtRunner:
+    """One conversation on an OrtEngine: runs any chain of whole segments, and the head, against its own
+    KV cache (allocated on first use, freed by `release`)."""
+
+    name = "onnxruntime"
+    row_paths = (1, 2)
+
+    def __init__(self, engine: OrtEngine, n_ctx: int, min_rows: int = 1):
+        cfg = engine.config
+        if not 1 <= n_ctx <= cfg.context:
+            raise ModeError(f"$n_ctx {n_ctx} is out of range; this model supports 1..{cfg.context}")
+        self.engine = engine
         self.config = cfg
         self.n_ctx = n_ctx
-        self.threads = threads
         self.min_rows = min_rows
-        self.segments = bundle.segments
+        self.segments = engine.segments
+        self.cache: KVCache | None = None
+
+    def _bind(self) -> None:
+        """Allocate the cache and bind each layer's buffer as both past and present, once."""
+        cfg = self.config
         # one spare slot per padding row: a padded call writes past the last real position
-        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, n_ctx + 1)
-        self._sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
-        self._head = _session(bundle.file(bundle.manifest["head"]["file"]), threads, provider)
-        self._bindings = []
-        self._positions = []   # per segment: seqlens_k and total_seq_len, bound once and updated in place
-        for seg, sess in zip(self.segments, self._sessions):
+        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.n_ctx + 1)
+        self._bindings, self._positions = [], []   # per segment: seqlens_k and total_seq_len, updated in place
+        for seg, sess in zip(self.segments, self.engine.sessions):
             io = sess.io_binding()
             seqlens, total = np.zeros(1, np.int32), np.zeros((), np.int32)
             io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
@@ -88,7 +112,7 @@ class OrtModel:
                 io.bind_ortvalue_output(f"present_key_{i}", k)
                 io.bind_ortvalue_output(f"present_value_{i}", v)
             self._bindings.append(io)
-        self._head_io = self._head.io_binding()
+        self._head_io = self.engine.head.io_binding()
         self._head_io.bind_output("logits", "cpu")
 
     @property
@@ -96,13 +120,14 @@ class OrtModel:
         return [s.end for s in self.segments]
 
     def layers(self, tokens=None, hidden=None, start: int = 0, end: int | None = None, taps=()):
-        """Run layers [start, end) (segment boundaries) on new positions; returns the hidden state [1, S, H].
+        """Run layers [start, end) (segment boundaries) on new positions: (hidden [1, S, H], {cut: numpy}).
 
         tokens: int64 [S] when start == 0; otherwise `hidden` from the previous call (OrtValue or numpy).
-        The positions written are this range's cache offset .. offset+S-1.
-        taps: cut points inside (start, end) whose hidden states to return as well; then the result is
-        (hidden, {cut: numpy [1, S, H]}).
+        The positions written are this range's cache offset .. offset+S-1. taps: cut points inside
+        (start, end) whose hidden states to return as well.
         """
+        if self.cache is None:
+            self._bind()
         end = self.config.n_layers if end is None else end
         if start == 0:
             x = np.ascontiguousarray(tokens, dtype=np.int64).reshape(1, -1)
@@ -112,57 +137,71 @@ class OrtModel:
             n = _rows(hidden)
             hidden = _pad_rows(hidden, self.min_rows)
         out, tapped = hidden, {}
-        for seg, sess, io, (seqlens, total) in zip(self.segments, self._sessions, self._bindings, self._positions):
-            if seg.end <= start or seg.start >= end:
-                continue
-            if seg.start < start or seg.end > end:
-                raise ModeError(f"layers {start}..{end} do not fall on this bundle's cuts {self.cuts}; "
-                                "choose a cut point or export with --cuts")
-            past = self.cache.offset[seg.start]
-            if past + n > self.n_ctx:
-                raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
-                                           "use /reset, a shorter prompt, or a larger --ctx")
-            if seg.start == 0:
-                io.bind_cpu_input("input_ids", x)
-            elif isinstance(out, np.ndarray):
-                io.bind_cpu_input("hidden_in", np.ascontiguousarray(out, np.float32))
-            else:
-                io.bind_ortvalue_input("hidden_in", out)
-            rows = max(n, self.min_rows)
-            seqlens[0], total[()] = past + rows - 1, past + rows
-            # a fresh output each call (S changes; callers may keep it). get_outputs() would wrap all 13 outputs
-            out = ort.OrtValue.ortvalue_from_shape_and_type([1, rows, self.config.hidden], np.float32)
-            io.bind_ortvalue_output("hidden_out", out)
-            sess.run_with_iobinding(io)
-            self.cache.advance(seg.start, seg.end, n)
-            if seg.end in taps:
-                tapped[seg.end] = out.numpy()[:, :n]
+        with self.engine.lock:
+            for seg, sess, io, (seqlens, total) in zip(self.segments, self.engine.sessions, self._bindings,
+                                                       self._positions):
+                if seg.end <= start or seg.start >= end:
+                    continue
+                if seg.start < start or seg.end > end:
+                    raise ModeError(f"layers {start}..{end} do not fall on this bundle's cuts {self.cuts}; "
+                                    "choose a cut point or export with more $cuts")
+                past = self.cache.offset[seg.start]
+                if past + n > self.n_ctx:
+                    raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
+                                               "reset the conversation, shorten the prompt, or raise $n_ctx")
+                if seg.start == 0:
+                    io.bind_cpu_input("input_ids", x)
+                elif isinstance(out, np.ndarray):
+                    io.bind_cpu_input("hidden_in", np.ascontiguousarray(out, np.float32))
+                else:
+                    io.bind_ortvalue_input("hidden_in", out)
+                rows = max(n, self.min_rows)
+                seqlens[0], total[()] = past + rows - 1, past + rows
+                # a fresh output each call (S changes; callers may keep it). get_outputs() would wrap all outputs
+                out = ort.OrtValue.ortvalue_from_shape_and_type([1, rows, self.config.hidden], np.float32)
+                io.bind_ortvalue_output("hidden_out", out)
+                sess.run_with_iobinding(io)
+                self.cache.advance(seg.start, seg.end, n)
+                if seg.end in taps:
+                    tapped[seg.end] = out.numpy()[:, :n]
         if n < self.min_rows:
             out = _numpy(out)[:, :n]
-        return (out, tapped) if taps else out
+        return out, tapped
 
     def head(self, hidden) -> np.ndarray:
         """Logits [S, vocab] for a hidden OrtValue [1, S, H] (or a numpy array)."""
+        if self.cache is None:
+            self._bind()
         n = _rows(hidden)
         hidden = _pad_rows(hidden, self.min_rows)
-        if isinstance(hidden, np.ndarray):
-            self._head_io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
-        else:
-            self._head_io.bind_ortvalue_input("hidden", hidden)
-        self._head_io.bind_output("logits", "cpu")
-        self._head.run_with_iobinding(self._head_io)
-        return self._head_io.get_outputs()[0].numpy()[0, :n]
+        with self.engine.lock:
+            if isinstance(hidden, np.ndarray):
+                self._head_io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
+            else:
+                self._head_io.bind_ortvalue_input("hidden", hidden)
+            self._head_io.bind_output("logits", "cpu")
+            self.engine.head.run_with_iobinding(self._head_io)
+            return self._head_io.get_outputs()[0].numpy()[0, :n]
 
     @property
     def length(self) -> int:
-        return self.cache.length
+        return self.cache.length if self.cache is not None else 0
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.cache.nbytes if self.cache is not None else 0
 
     def truncate(self, n: int) -> None:
-        self.cache.truncate(n)
+        if self.cache is not None:
+            self.cache.truncate(n)
+
+    def release(self) -> None:
+        self.cache = None
+        self._bindings = self._positions = self._head_io = None
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Full model on new tokens: logits [S, V] (or [1, V] for the last position only)."""
-        h = self.layers(np.asarray(tokens))
+        h, _ = self.layers(np.asarray(tokens))
         if not all_logits and _rows(h) > 1:
             h = _numpy(h)[:, -1:]
         return self.head(h)

@@ -1,29 +1,40 @@
-"""Decoding strategies: generator functions over (model, new tokens, sampler) yielding `Step`s.
+"""Decoding strategies: one module per mode, each a generator function over (runner, new tokens, sampler,
+history, config, stats) that yields `Step`s, with its own config dataclass.
 
-A strategy feeds the tokens the model has not seen yet, then produces tokens until the caller stops
-iterating. Each Step says where its token came from, so callers can report it.
+    plain       plain.py       PlainConfig
+    self-spec   self_spec.py   SelfSpecConfig
+    lookup      lookup.py      LookupConfig
+
+Each mode names the runner protocol it needs (runtimes/contract.py): plain runs on any Runner; the
+speculative modes verify many rows in one call and pick a row path, so they need a LayeredRunner.
+
+A strategy feeds the tokens the runner has not seen yet, then produces tokens until the caller stops
+iterating. Each Step says where its token came from (rounds.py). Whether a call speculates at all, and on
+which kernel row path, is decided outside the loops, in path.py.
 """
 from dataclasses import dataclass
+from typing import Callable
+
+from edgedec.runtimes.contract import LayeredRunner, Runner
+
+from .lookup import LookupConfig, lookup
+from .plain import PlainConfig, plain
+from .rounds import SpecStats, Step
+from .self_spec import SelfSpecConfig, self_spec
 
 
 @dataclass(frozen=True)
-class Step:
-    token: int
-    source: str = "model"   # "model" (a plain step), "self" / "lookup" (an accepted draft), "verify" (the verifier)
+class Mode:
+    run: Callable
+    config: type
+    needs: type            # the runner protocol it is written against
 
 
-from .plain import plain  # noqa: E402
-from .policy import SpecConfig  # noqa: E402,F401
-from .speculative import SpecStats, speculative  # noqa: E402,F401
+MODES = {
+    "plain": Mode(plain, PlainConfig, Runner),
+    "self-spec": Mode(self_spec, SelfSpecConfig, LayeredRunner),
+    "lookup": Mode(lookup, LookupConfig, LayeredRunner),
+}
 
-
-def self_spec(model, new_tokens, sample, history, spec=None, stats=None):
-    return speculative(model, new_tokens, sample, history, spec, stats, self_draft=True)
-
-
-def lookup(model, new_tokens, sample, history, spec=None, stats=None):
-    return speculative(model, new_tokens, sample, history, spec, stats, self_draft=False)
-
-
-STRATEGIES = {"plain": plain, "self-spec": self_spec, "lookup": lookup}
-SPECULATIVE = ("self-spec", "lookup")
+__all__ = ["MODES", "Mode", "Step", "SpecStats", "PlainConfig", "SelfSpecConfig", "LookupConfig",
+           "plain", "self_spec", "lookup"]

@@ -1,21 +1,31 @@
-"""Plain decoding: one forward pass per token."""
+"""Plain decoding: one forward pass of the full model per token."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
-from . import Step
+from edgedec.runtimes.contract import Runner
+
+from .rounds import Step
 
 
-def plain(model, new_tokens: list[int], sample, history: list[int], spec=None, stats=None) -> Iterator[Step]:
-    """Prefill `new_tokens` (appended to what the model has cached), then sample one token per step.
+@dataclass(frozen=True)
+class PlainConfig:
+    """Plain decoding has no settings of its own; the sampler decides everything."""
 
-    model: a backend with forward(tokens) -> logits [1, V] for the last position.
+    def check(self, n_layers: int, cuts: list[int]) -> None:
+        pass
+
+
+def plain(runner: Runner, new_tokens: list[int], sample, history: list[int], cfg: PlainConfig | None = None,
+          stats=None) -> Iterator[Step]:
+    """Prefill `new_tokens` (appended to what the runner has cached), then sample one token per step.
+
     history: every token in the context so far (for repetition penalties); extended in place.
-    spec, stats: unused; speculative strategies take them.
     """
-    logits = model.forward(new_tokens)[-1]
+    logits = runner.forward(new_tokens)[-1]
     while True:
         token = sample(logits, history)
         history.append(token)
         yield Step(token)
-        logits = model.forward([token])[-1]
+        logits = runner.forward([token])[-1]

@@ -1,6 +1,6 @@
-"""`edgedec bench`: prefill and decode tok/s of edgedec (ONNX Runtime) and llama.cpp on the same GGUF,
-same threads, in one process; peak RSS of each in its own process. Writes bench/results/bench-<time>.json
-and a PNG plot.
+"""`edgedec-bench`: prefill and decode tok/s of edgedec (ONNX Runtime) and llama.cpp on the same GGUF,
+same threads, in one process; peak RSS of each in its own process. Writes bench-<time>.json and a PNG
+plot to --out (default bench/results, relative to the working directory).
 
 The two engines take turns, in alternating order (AB, BA, ...), so drift in the machine's speed hits both.
 Reported: the ratio of the two medians, and the median of the per-run ratios (each run pairs the two
@@ -30,7 +30,8 @@ print(json.dumps({"peak_rss_mb": int(hwm) / 1024}))
 
 
 def time_backend(backend, prompt_ids: list[int], n_new: int) -> tuple[float, float]:
-    """Greedy decode n_new tokens (eos ignored) after a cold prefill; returns (prefill tok/s, decode tok/s)."""
+    """Greedy decode n_new tokens (eos ignored) after a cold prefill on a runner (runtimes/contract.py);
+    returns (prefill tok/s, decode tok/s)."""
     backend.truncate(0)
     t0 = time.perf_counter()
     logits = backend.forward(prompt_ids)
@@ -49,10 +50,10 @@ def _peak_rss(bundle, backend, threads, n_new) -> float:
 
 
 def main(a) -> None:
-    from .api import load
-    from .cli import _ensure_default_bundle
+    from edgedec.api import load
+    from edgedec.cli import ensure_default_bundle
 
-    bundle = _ensure_default_bundle(a.bundle)
+    bundle = ensure_default_bundle(a.bundle)
     ours = load(bundle, threads=a.threads, n_ctx=512)
     peer = load(bundle, backend="llamacpp", threads=a.threads, n_ctx=512)
     ids = ours.tokenizer.encode(PROMPT)
@@ -72,7 +73,7 @@ def main(a) -> None:
     result = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "bundle": str(bundle), "threads": a.threads,
         "prompt_tokens": len(ids), "new_tokens": a.max_tokens, "runs": a.runs,
-        "quant": ours.bundle.manifest["quant"]["mode"], "llama_cpp": {"flash_attn": True},
+        "quant": ours.bundle.manifest.quant.mode, "llama_cpp": {"flash_attn": True},
         "median": med, "raw": rows,
         "ratio": {"decode": med["edgedec"]["decode_tok_s"] / med["llama.cpp"]["decode_tok_s"],
                   "prefill": med["edgedec"]["prefill_tok_s"] / med["llama.cpp"]["prefill_tok_s"],

@@ -1,4 +1,4 @@
-"""`edgedec bench --modes`: decoding modes side by side on real prompts, one process, same threads.
+"""`edgedec-bench --modes`: decoding modes side by side on real prompts, one process, same threads.
 
 For each prompt set (HumanEval code, writingbench prose) and each run, every engine decodes every prompt:
 llama.cpp plain (flash attention, the bundle's GGUF), edgedec plain (one-row kernels), edgedec plain on the
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgedec.sampling import SamplerConfig
+
 from .prompts import PROMPT_SETS
-from .sampling import SamplerConfig
 
 
 def measure(model, prompts: list[list[int]], mode: str, spec=None, n_new: int = 96) -> dict:
@@ -54,25 +55,25 @@ def measure_turns(table: dict, prompts: list[list[int]], n_new: int = 96) -> dic
 
 
 def engines(bundle, threads: int):
-    from .api import load
+    from edgedec.api import load
     fast = load(bundle, threads=threads, n_ctx=2048)
     exact = load(bundle, threads=threads, n_ctx=2048, exact=True)
     peer = load(bundle, backend="llamacpp", threads=threads, n_ctx=2048)
-    spec = exact.default_spec()
+    spec = exact.default_config("self-spec")
     return fast, {
         "llama.cpp plain": (peer, "plain", None),
         "edgedec plain": (fast, "plain", None),
         "edgedec plain (exact path)": (exact, "plain", None),
         "edgedec self-spec --exact": (exact, "self-spec", spec),
-        "edgedec lookup --exact": (exact, "lookup", spec),
+        "edgedec lookup --exact": (exact, "lookup", None),
         "edgedec self-spec (auto)": (fast, "self-spec", spec),
-        "edgedec lookup (auto)": (fast, "lookup", spec),
+        "edgedec lookup (auto)": (fast, "lookup", None),
     }, spec
 
 
 def main(a) -> None:
-    from .cli import _ensure_default_bundle
-    bundle = _ensure_default_bundle(a.bundle)
+    from edgedec.cli import ensure_default_bundle
+    bundle = ensure_default_bundle(a.bundle)
     fast, table, spec = engines(bundle, a.threads)
     result = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "bundle": str(bundle), "threads": a.threads,
               "runs": a.runs, "new_tokens": a.max_tokens, "spec": spec.__dict__, "sets": {}}

@@ -1,23 +1,24 @@
-"""`edgedec tune`: find this device's best self-speculation setting and store it in the bundle.
+"""`edgedec-tune`: find this device's best self-speculation setting and store it in the bundle.
 
 Sweeps exit layer (every cut) x draft length x draft-confidence threshold, with the adaptive fallback off
 so each setting is measured as it is, on real code and prose prompts (greedy, exact path). The fastest
 setting becomes the bundle's default (manifest `defaults["self-spec"]`, with the adaptive fallback on at
-run time). A plot of tok/s across the sweep goes to bench/results/.
+run time), written through the bundle's manifest module. A JSON file and a plot of tok/s across the sweep go
+to --out (default bench/results, relative to the working directory).
 """
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from .bench_modes import measure
-from .bundle import MANIFEST
+from edgedec.manifest import SelfSpecDefaults, TuneRecord
+from edgedec.strategies import SelfSpecConfig
+
+from .modes import measure
 from .prompts import code_prompts, writing_prompts
-from .strategies import SpecConfig
 
 DRAFT_LENS = (2, 4, 6)
 THRESHOLDS = (0.0, 0.5)
@@ -30,7 +31,7 @@ def sweep(model, prompts, exits, draft_lens=DRAFT_LENS, thresholds=THRESHOLDS, n
     for i, (e, k, t) in enumerate(grid):
         if progress:
             progress(f"E={e} k={k} p={t}", i, len(grid))
-        spec = SpecConfig(exit_layer=e, k_max=k, threshold=t, adaptive=False)
+        spec = SelfSpecConfig(exit_layer=e, k_max=k, threshold=t, adaptive=False)
         r = measure(model, prompts, "self-spec", spec, n_new)
         rows.append(({"exit_layer": e, "k_max": k, "threshold": t,
                       "acceptance_rate": r["accepted"] / max(r["drafted"], 1)}, r["tok_s"]))
@@ -39,29 +40,19 @@ def sweep(model, prompts, exits, draft_lens=DRAFT_LENS, thresholds=THRESHOLDS, n
     return rows
 
 
-def write_defaults(bundle, defaults: dict) -> None:
-    """Replace the manifest's defaults atomically (the manifest is not in its own checksum list)."""
-    path = Path(bundle.path) / MANIFEST
-    manifest = json.loads(path.read_text())
-    manifest.setdefault("defaults", {}).update(defaults)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
-
-
 def main(a) -> None:
-    from .api import load
-    from .cli import _ensure_default_bundle, _progress
-    bundle = _ensure_default_bundle(a.bundle)
+    from edgedec.api import load
+    from edgedec.cli import ensure_default_bundle, progress_bar
+    bundle = ensure_default_bundle(a.bundle)
     model = load(bundle, threads=a.threads, n_ctx=2048, exact=True)
     prompts = [model.encode_prompt(p) for p in code_prompts(a.prompts) + writing_prompts(a.prompts)]
     exits = model.bundle.cuts[:-1]          # the last cut is the layer count
-    rows = sweep(model, prompts, exits, n_new=a.max_tokens, progress=_progress)
+    rows = sweep(model, prompts, exits, n_new=a.max_tokens, progress=progress_bar)
     plain = rows[0][1]
     best, rate = max(rows[1:], key=lambda r: r[1])
     chosen = {k: best[k] for k in ("exit_layer", "k_max", "threshold")}
-    write_defaults(model.bundle, {"self-spec": {**chosen, "tuned": {
-        "tok_s": rate, "plain_exact_tok_s": plain, "threads": a.threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}}})
+    model.bundle.save_defaults(self_spec=SelfSpecDefaults(**chosen, tuned=TuneRecord(
+        rate, plain, a.threads, time.strftime("%Y-%m-%dT%H:%M:%S"))))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"

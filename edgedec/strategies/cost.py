@@ -19,34 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgedec.errors import ModeError
-
-
-@dataclass(frozen=True)
-class SpecConfig:
-    exit_layer: int | None = None   # draft with layers[0:E]; None = choose per context among the cuts
-    k_max: int = 4                  # most tokens drafted per round
-    threshold: float = 0.3          # stop drafting once the draft's top probability falls below this
-    lookup: bool = True             # also try prompt-lookup proposals (self-spec); lookup mode always does
-    adaptive: bool = True           # fall back to plain decoding when the cost model says so
-    ngram_max: int = 8              # lookup: longest suffix n-gram to match (bench/lookup_ngram.py)
-
-    def check(self, n_layers: int, cuts: list[int]) -> None:
-        """Bad settings get an error naming the valid range."""
-        if self.k_max < 1:
-            raise ModeError(f"--draft-len {self.k_max} is invalid: it must be at least 1 (1..16 make sense)")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ModeError(f"--threshold {self.threshold} is invalid: use a probability in [0, 1)")
-        if self.exit_layer is None:
-            return
-        if not 1 <= self.exit_layer <= n_layers - 1:
-            raise ModeError(f"--exit-layer {self.exit_layer} is out of range: this model has {n_layers} layers, "
-                            f"so the exit layer must be in 1..{n_layers - 1}")
-        if self.exit_layer not in cuts:
-            raise ModeError(f"--exit-layer {self.exit_layer} is not a cut of this bundle (cuts: "
-                            f"{', '.join(map(str, cuts[:-1]))}); pick one of them, or export again with "
-                            f"--cuts including {self.exit_layer}")
-
 
 def expected_tokens(alpha: float, n: int) -> float:
     """Mean tokens from n sequential checks that each pass with probability alpha (stopping at the first
@@ -179,58 +151,3 @@ class CostModel:
         elif plan[0] == "self":
             self.stretch = 16
         return plan
-
-
-MARGIN = 0.1   # PathLedger: how much a call's gain must beat the exact path's tax by
-
-
-@dataclass
-class PathLedger:
-    """Per call, whether a speculative mode should speculate at all, from what earlier calls measured.
-
-    Speculating runs every step on the many-row kernel path, so that the output is token for token plain
-    `--exact`; that path's plain step costs t_exact, more than the one-row step t_one. Speculation pays only
-    when its gain over plain steps on its own path beats that tax:
-
-        gain = tokens per second of a speculative call * t_exact measured in the same call
-        speculate  iff  gain > t_exact / t_one + MARGIN
-
-    The gain comes from the last call in that mode. A speculative call measures it (within one call, so it
-    is immune to the machine's drift between calls). A call that decoded plainly replays lookup on its own
-    output (`replay_lookup`), which says what speculating would have gained without paying for it, so a
-    losing path is never tried just to find out: a prose call after code calls costs at most that one call.
-    The tax is an average over calls of both kinds. Before anything is measured a call speculates; the call
-    after the first speculative one decodes plainly to measure t_one. MARGIN is about what one call's gain
-    is off from the next one's on the same kind of text (bench/replay_gain.py: a median of 0.05-0.08), so a
-    call speculates only when that is clearly worth it: where the two paths are within noise (prose), it
-    keeps to plain decoding, which is the floor the speculative modes must not fall below.
-    """
-    gain: dict = field(default_factory=dict)       # speculative mode -> gain over its own plain steps
-    t_one: float | None = None                     # seconds per one-row plain step
-    t_exact: float | None = None                   # seconds per plain step on the many-row path
-    row_cost: float = 0.2                          # extra cost of a verified row (CostModel.row_cost), learnt
-
-    def choose(self, mode: str) -> str:
-        """"speculate" or "plain" for the next call in `mode`."""
-        if mode not in self.gain or self.t_exact is None:
-            return "speculate"
-        if self.t_one is None:
-            return "plain"
-        return "speculate" if self.gain[mode] > self.t_exact / self.t_one + MARGIN else "plain"
-
-    def observe_speculation(self, mode: str, tok_s: float, t_exact_step: float | None,
-                            row_cost: float | None = None) -> None:
-        """A speculative call's decode rate, the mean time of its plain steps (many-row path) and its cost
-        model's learnt cost per extra verified row."""
-        if t_exact_step:
-            self.gain[mode] = tok_s * t_exact_step
-            self.t_exact = ema(self.t_exact, t_exact_step, 0.3)
-        if row_cost is not None:
-            self.row_cost = row_cost
-
-    def observe_plain(self, mode: str | None, tok_s: float, replayed_gain: float | None = None) -> None:
-        """A call decoded plainly on one-row kernels; in a speculative mode, with what lookup would have
-        gained on its output (`replay_lookup`)."""
-        self.t_one = ema(self.t_one, 1.0 / tok_s, 0.3)
-        if mode is not None and replayed_gain is not None:
-            self.gain[mode] = replayed_gain

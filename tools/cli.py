@@ -1,0 +1,52 @@
+"""The tools' commands, `edgedec-bench` and `edgedec-tune`. Errors print as one line, as `edgedec` does."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edgedec.cli import FLAGS
+from edgedec.errors import EdgedecError
+
+
+def _measure_args(p, max_tokens: int, prompts: int, prompts_help: str) -> None:
+    p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
+    p.add_argument("-t", "--threads", type=int, default=2)
+    p.add_argument("-n", "--max-tokens", type=int, default=max_tokens)
+    p.add_argument("--prompts", type=int, default=prompts, help=prompts_help)
+    p.add_argument("--out", default="bench/results",
+                   help="folder for the JSON and PNG results (default: bench/results under the working directory)")
+
+
+def _run(func, args) -> int:
+    try:
+        func(args)
+    except EdgedecError as e:
+        print(f"edgedec: error: {e.render(FLAGS)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nedgedec: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def bench(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="edgedec-bench",
+                                description="tok/s of edgedec and llama.cpp on the same GGUF, same threads")
+    _measure_args(p, max_tokens=128, prompts=8, prompts_help="--modes: prompts per set (default 8)")
+    p.add_argument("--runs", type=int, default=5, help="repetitions; medians are reported (default 5)")
+    p.add_argument("--modes", action="store_true", help="compare decoding modes on code and prose prompts")
+    a = p.parse_args(argv)
+    if a.modes:
+        from . import modes
+        return _run(modes.main, a)
+    from . import bench as speed
+    return _run(speed.main, a)
+
+
+def tune(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="edgedec-tune",
+                                description="sweep self-spec settings on this device; store the best in the bundle")
+    _measure_args(p, max_tokens=48, prompts=3, prompts_help="prompts per set, code and prose (default 3)")
+    a = p.parse_args(argv)
+    from . import tune as tuner
+    return _run(tuner.main, a)
