@@ -165,12 +165,12 @@ def main() -> None:
         return serve(a.bundle, a.threads)
     if len(a.refs) != 2:
         p.error("give BEFORE_REF and AFTER_REF")
-    bundle = Path(a.bundle or BUNDLE)
-    if not a.bundle and not (bundle / "edgedec.json").exists():
-        subprocess.run([str(VENV / "edgedec"), "export"], check=True)
-    texts, refs = prompt_texts(a.prompts), dict(zip(("before", "after"), a.refs))
+    bundle, texts, refs = Path(a.bundle or BUNDLE), prompt_texts(a.prompts), dict(zip(("before", "after"), a.refs))
     with tempfile.TemporaryDirectory(prefix="before_after-") as tmp:
         trees = {v: materialize(ref, Path(tmp) / v) for v, ref in refs.items()}
+        if not (bundle / "edgedec.json").exists():     # the before version writes it: the after one should read it
+            subprocess.run([VENV / "python", "-m", "edgedec.cli", "export", "-o", bundle], check=True, cwd=tmp,
+                           stdout=sys.stderr, env=dict(os.environ, PYTHONPATH=str(trees["before"][0])))
         workers = [Worker(v, root, bundle, a.threads) for v, (root, _) in trees.items()]
         prompts = {s: [workers[1].ask({"encode": t})["ids"] for t in ts] for s, ts in texts.items()}
         speed, same = bench(workers, prompts, a.runs, a.max_tokens)

@@ -10,7 +10,7 @@ import argparse
 import numpy as np
 
 import edgedec
-from edgedec.bench import time_backend
+from edgedec_tools.bench import time_backend
 
 
 def main():

@@ -11,7 +11,7 @@ For every cut E of the bundle:
              hidden state after layer E to the one after the last layer (a "tuned lens"), on the greedy
              continuations of held-out prompts (HumanEval 40-99, writingbench 40+); head(h_E A_E);
   break-even the per-token acceptance at which self-drafting at E beats plain decoding on the exact path,
-             from this device's measured step times and the cost model's own formula (policy.CostModel);
+             from this device's measured step times and the cost model's own formula (cost.CostModel);
              "never" when even drafts that are always right would not.
 """
 import argparse
@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 import edgedec
-from edgedec.prompts import code_prompts, writing_prompts
-from edgedec.strategies.policy import CostModel
+from edgedec_tools.prompts import code_prompts, writing_prompts
+from edgedec.strategies.cost import CostModel
 
 
 def hidden_states(model, prompts: list[str], n_new: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
@@ -86,10 +86,10 @@ def break_even(model, exits: list[int], reps: int = 30) -> dict[int, float]:
     be.forward(ids)
     costs.t_plain = timed(lambda: be.forward([5]))
     for e in exits:
-        costs.t_draft[e] = timed(lambda: be.head(be.layers([5], end=e)))
+        costs.t_draft[e] = timed(lambda: be.head(be.layers([5], end=e)[0]))
         for k in range(1, costs.k_max + 1):
             h = np.zeros((1, k, model.bundle.config.hidden), np.float32)
-            costs.t_verify[(e, k)] = timed(lambda: be.head(be.layers(hidden=h, start=e)))
+            costs.t_verify[(e, k)] = timed(lambda: be.head(be.layers(hidden=h, start=e)[0]))
     out = {}
     for e in exits:
         costs.exits, out[e] = [e], float("nan")

@@ -12,9 +12,9 @@ import argparse
 import numpy as np
 
 import edgedec
-from edgedec import bench_modes
-from edgedec.prompts import PROMPT_SETS
-from edgedec.strategies import policy
+from edgedec_tools import modes as bench_modes
+from edgedec_tools.prompts import PROMPT_SETS
+from edgedec.strategies import cost as policy
 
 
 class OneEstimate:
@@ -42,10 +42,10 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=128)
     a = ap.parse_args()
     exact = edgedec.load(a.bundle, threads=2, n_ctx=2048, exact=True)
-    spec = exact.default_spec()
+    spec = exact.default_config("self-spec")
     table = {"plain --exact": (exact, "plain", None),
-             "lookup, one estimate": (OneEstimate(exact), "lookup", spec),
-             "lookup, per match length": (exact, "lookup", spec),
+             "lookup, one estimate": (OneEstimate(exact), "lookup", None),
+             "lookup, per match length": (exact, "lookup", None),
              "self-spec, one estimate": (OneEstimate(exact), "self-spec", spec),
              "self-spec, per match length": (exact, "self-spec", spec)}
     for name, load in PROMPT_SETS.items():

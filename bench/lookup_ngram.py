@@ -14,9 +14,9 @@ from collections import Counter
 import numpy as np
 
 import edgedec
-from edgedec.prompts import PROMPT_SETS
+from edgedec_tools.prompts import PROMPT_SETS
 from edgedec.strategies.lookup import propose
-from edgedec.strategies.policy import lookup_key
+from edgedec.strategies.cost import lookup_key
 
 
 def score(runs, ngram_max: int) -> dict:

@@ -1,4 +1,4 @@
-"""Does replaying lookup on a call's output (`speculative.replay_lookup`, what `PathLedger` learns from after a
+"""Does replaying lookup on a call's output (`lookup.replay_lookup`, what `PathLedger` learns from after a
 plain call) predict what a real speculative call gains? For each prompt, a real call on the exact path
 measures its gain (decode tok/s x seconds per plain step in the same call); the replay runs on the tokens
 that call produced.
@@ -10,9 +10,9 @@ import argparse
 import numpy as np
 
 import edgedec
-from edgedec.prompts import PROMPT_SETS
+from edgedec_tools.prompts import PROMPT_SETS
 from edgedec.sampling import SamplerConfig
-from edgedec.strategies.speculative import replay_lookup
+from edgedec.strategies.lookup import replay_lookup
 
 
 def main():
@@ -30,7 +30,7 @@ def main():
             for mode in ("lookup", "self-spec"):
                 model.reset()
                 r = model.generate(ids, max_tokens=a.max_tokens, mode=mode, sampler=SamplerConfig())
-                stats = model.last_stats
+                stats = model.default_session.last_stats
                 real = r.decode_tok_s * stats.t_plain
                 replayed = replay_lookup(ids + r.tokens, len(ids), stats.row_cost)
                 errors.append(replayed - real)

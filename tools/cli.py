@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from edgedec.cli import FLAGS
-from edgedec.errors import EdgedecError
+from edgedec.cli import run_command
 
 
 def _measure_args(p, max_tokens: int, prompts: int, prompts_help: str) -> None:
@@ -17,18 +15,6 @@ def _measure_args(p, max_tokens: int, prompts: int, prompts_help: str) -> None:
                    help="folder for the JSON and PNG results (default: bench/results under the working directory)")
 
 
-def _run(func, args) -> int:
-    try:
-        func(args)
-    except EdgedecError as e:
-        print(f"edgedec: error: {e.render(FLAGS)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\nedgedec: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
 def bench(argv=None) -> int:
     p = argparse.ArgumentParser(prog="edgedec-bench",
                                 description="tok/s of edgedec and llama.cpp on the same GGUF, same threads")
@@ -38,9 +24,9 @@ def bench(argv=None) -> int:
     a = p.parse_args(argv)
     if a.modes:
         from . import modes
-        return _run(modes.main, a)
+        return run_command(modes.main, a)
     from . import bench as speed
-    return _run(speed.main, a)
+    return run_command(speed.main, a)
 
 
 def tune(argv=None) -> int:
@@ -49,4 +35,4 @@ def tune(argv=None) -> int:
     _measure_args(p, max_tokens=48, prompts=3, prompts_help="prompts per set, code and prose (default 3)")
     a = p.parse_args(argv)
     from . import tune as tuner
-    return _run(tuner.main, a)
+    return run_command(tuner.main, a)
