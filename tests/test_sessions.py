@@ -124,5 +124,5 @@ def test_sessions_share_the_weights(int4_bundle):
     extra = m["four"] - m["one"]
     print(f"\nRSS one session {m['one'] / 1e6:.0f} MB, four {m['four'] / 1e6:.0f} MB (+{extra / 1e6:.1f} MB); "
           f"one KV cache {m['cache'] / 1e6:.1f} MB, the weights {weights / 1e6:.0f} MB")
-    assert extra <= 3 * m["cache"] + 16e6
+    assert extra <= 3 * m["cache"] + 24e6
     assert extra < weights / 2
