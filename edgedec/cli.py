@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import manifest
 from .bundle import default_bundle_path, read_bundle
 from .errors import EdgedecError
 
@@ -50,8 +51,8 @@ def cmd_export(a) -> None:
         out = default_bundle_path()
     else:
         out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
-    path, manifest = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar)
-    w = manifest.quant.worst
+    path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar)
+    w = written.quant.worst
     if w.tensor:
         print(f"worst quantization error: {w.tensor}: max |dw| {w.max_abs:.3g}, "
               f"mean |dw| {w.mean_abs:.3g}, relative rms {w.rel_rms:.3g}", file=sys.stderr)
@@ -62,7 +63,7 @@ def ensure_default_bundle(path) -> Path:
     if path:
         return Path(path)
     p = default_bundle_path()
-    if not (p / "edgedec.json").exists():
+    if not (p / manifest.FILENAME).exists():
         from edgedec.export.bundle_writer import export_bundle
         print(f"no default bundle yet; exporting the default model to {p} (about a minute, once)", file=sys.stderr)
         export_bundle(default_source(), p, progress=progress_bar)

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from edgedec.errors import SourceError, UnsupportedModelError
+from edgedec.manifest import FILENAME as MANIFEST_FILE
 from edgedec.models import architecture
 
 from .tokenizer import TokenizerSpec, tokenizer_from_gguf, tokenizer_from_hf
@@ -45,7 +46,7 @@ def load_source(path: str | os.PathLike) -> Source:
     if not p.exists():
         raise SourceError(f"{p}: no such file or folder; pass a .gguf file or a Hugging Face model folder")
     if p.is_dir():
-        if (p / "edgedec.json").exists():
+        if (p / MANIFEST_FILE).exists():
             raise SourceError(f"{p} is already an edgedec bundle; pass it to 'edgedec chat' or 'generate'")
         return _load_hf(p)
     return _load_gguf(p)
