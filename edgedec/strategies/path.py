@@ -30,6 +30,7 @@ class CallPlan:
 
 
 def plan_call(ledger: "PathLedger", runner, mode: str, adaptive: bool, exact: bool | None) -> CallPlan:
+    """What the next call in `mode` runs, and on which row path (see the module docstring)."""
     speculative = mode in SPECULATIVE
     path = "plain"
     if speculative:
@@ -52,7 +53,6 @@ def learn(ledger: "PathLedger", plan: CallPlan, mode: str, tok_s: float, stats, 
         ledger.observe_plain(mode, tok_s, replayed)
     else:
         ledger.observe_plain(None, tok_s)
-
 
 
 @dataclass
