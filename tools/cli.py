@@ -36,3 +36,18 @@ def tune(argv=None) -> int:
     a = p.parse_args(argv)
     from . import tune as tuner
     return run_command(tuner.main, a)
+
+
+def distill(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="edgedec-distill",
+                                description="train a draft on the model's own predictions; report its acceptance")
+    p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
+    p.add_argument("--design", default="feature", help="feature (EAGLE-style, default) or exit (Kangaroo-style)")
+    p.add_argument("--exit-layer", type=int, default=6, help="exit design: the cut it drafts from (default 6)")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--vocab", type=int, default=8192, help="rows of the reduced draft head (default 8192)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--out", default="distill", help="folder for teacher data, checkpoints and reports")
+    a = p.parse_args(argv)
+    from .distill import run
+    return run_command(run.main, a)

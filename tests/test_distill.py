@@ -1,0 +1,94 @@
+"""Distillation (edgedec-distill): the torch draft layer is the model's own layer, training on a tiny random
+model's predictions raises the draft's acceptance, and an interrupted run resumes to the same weights."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="train extra: pip install 'edgedec[train]'")
+
+import edgedec  # noqa: E402
+from edgedec.export.bundle_writer import export_bundle  # noqa: E402
+from edgedec.export.sources import load_source  # noqa: E402
+from edgedec.runtimes.numpy_ref import NumpyLlama  # noqa: E402
+from edgedec_tools.distill import data as teacher  # noqa: E402
+from edgedec_tools.distill.designs import Layer, rms_norm  # noqa: E402
+from edgedec_tools.distill.train import DistillConfig, evaluate, split, frequent_vocab, train  # noqa: E402
+from edgedec_tools.distill.designs import Draft  # noqa: E402
+
+
+def test_draft_layer_is_the_models_layer(gguf_path):
+    """A torch Layer built from block 0 gives the numpy reference's logits after one layer."""
+    src = load_source(gguf_path)
+    c = src.config
+    names = ["token_embd.weight", "output_norm.weight"] + [f"blk.0.{n}.weight" for n in Layer.NAMES]
+    ids = [1, 504, 2714, 314, 260, 8421, 30]
+    want = NumpyLlama(c, {n: src.tensor(n) for n in names}).forward(ids, last_layer=1)
+    emb = torch.tensor(src.tensor("token_embd.weight"))
+    x = Layer(c, src, 0)(emb[ids][None], torch.arange(len(ids))[None])
+    got = (rms_norm(x, torch.tensor(src.tensor("output_norm.weight")), c.rms_eps) @ emb.T)[0].detach().numpy()
+    assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, int4_bundle):
+    """A tiny random llama (transformers), its fp32 bundle, and teacher data on random token documents."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                   rms_norm_eps=1e-5, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    root = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(root / "hf", safe_serialization=True)
+    shutil.copy(int4_bundle / "tokenizer.json", root / "hf" / "tokenizer.json")
+    (root / "hf" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    bundle, _ = export_bundle(root / "hf", root / "bundle", quant="fp32", cuts="2")
+    m = edgedec.load(bundle, n_ctx=256)
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 400, size=120).tolist() for _ in range(40)]
+    arrays = teacher.collect(m, docs, ["code"] * 20 + ["prose"] * 20, exits=[2], window=120)
+    return load_source(root / "hf"), arrays, root
+
+
+def small(**kw):
+    return DistillConfig(**{"steps": 150, "batch": 4, "seq": 64, "lr": 3e-3, "vocab_size": 256,
+                            "checkpoint_every": 20, "eval_positions": 20, **kw})
+
+
+@pytest.mark.parametrize("design, lr", [("feature", 3e-3), ("exit", 1e-3)])
+def test_distillation_lowers_validation_loss(tiny, design, lr):
+    """On held-out documents. The feature drafter starts from nothing and must rise well above chance;
+    the exit adapter starts as the model's own next layer, which already agrees with the model on about
+    62% of this tiny model's tokens, and must not lose that."""
+    src, arrays, root = tiny
+    cfg = small(design=design, exit_layer=2, lr=lr)
+    untrained = Draft(design, src.config, src, frequent_vocab(arrays, split(arrays)[0], cfg.vocab_size), 2)
+    before = evaluate(untrained, arrays, cfg)
+    after = evaluate(train(arrays, src, cfg, root / design), arrays, cfg)
+    print(f"\n{design}: {before} -> {after}")
+    for kind in ("code", "prose"):
+        assert after[kind]["ce"] < before[kind]["ce"] - 0.1
+        if design == "feature":
+            assert after[kind]["top1"] > before[kind]["top1"] + 0.15
+        else:
+            assert after[kind]["top1"] > before[kind]["top1"] - 0.03
+
+
+def test_interrupted_distillation_resumes_to_the_same_weights(tiny, tmp_path):
+    src, arrays, _ = tiny
+    cfg = small(steps=40)
+    whole = train(arrays, src, cfg, tmp_path / "whole")
+    train(arrays, src, cfg, tmp_path / "cut", until=20)                     # stopped after step 20
+    resumed = train(arrays, src, cfg, tmp_path / "cut", resume=True)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_distill_bad_input(tiny):
+    src, arrays, root = tiny
+    with pytest.raises(edgedec.EdgedecError, match="design 'medusa' is unknown"):
+        small(design="medusa").check([2, 4])
+    with pytest.raises(edgedec.EdgedecError, match="exit_layer 3 is not a cut"):
+        small(design="exit", exit_layer=3).check([2, 4])

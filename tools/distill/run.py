@@ -1,0 +1,72 @@
+"""`edgedec-distill`: teacher data, training, and the acceptance report for one design.
+
+    edgedec-distill [BUNDLE] [--design feature|exit] [--exit-layer 6] [--steps N] [--resume] [--out DIR]
+
+Writes DIR/teacher.npz (made once, reused), DIR/<design>/checkpoint.pt and DIR/<design>/report.json with
+the validation acceptance before and after training.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgedec.errors import EdgedecError
+
+
+def _torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise EdgedecError("distill needs torch: pip install 'edgedec[train]'") from None
+
+
+def teacher_data(model, path: Path, exits: list[int], progress) -> dict:
+    from . import data
+    if path.exists():
+        return dict(np.load(path))
+    docs, kinds = data.prompt_documents(model, 124, 200, progress=progress)
+    texts = [d[:20000] for d in data.text_documents(model, data.shakespeare_texts(12))]
+    arrays = data.collect(model, docs + texts, kinds + ["text"] * len(texts), exits, window=1024,
+                          progress=progress)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return arrays
+
+
+def main(a) -> None:
+    _torch()
+    import edgedec
+    from edgedec.cli import ensure_default_bundle, progress_bar
+    from edgedec.export.sources import load_source
+
+    from .train import DistillConfig, evaluate, save_report, train
+    bundle = ensure_default_bundle(a.bundle)
+    model = edgedec.load(bundle, n_ctx=1024)
+    cfg = DistillConfig(design=a.design, exit_layer=a.exit_layer, steps=a.steps, vocab_size=a.vocab)
+    cfg.check(model.bundle.cuts)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = teacher_data(model, out / "teacher.npz", [c for c in model.bundle.cuts[:-1] if c <= 12], progress_bar)
+    if cfg.design == "exit" and f"exit_{cfg.exit_layer}" not in data:
+        raise EdgedecError(f"{out / 'teacher.npz'} has no hidden states for exit layer {cfg.exit_layer}; "
+                           "remove it to collect them again")
+    src = load_source(model.bundle.gguf or model.bundle.manifest.model.source)
+    from .designs import Draft
+    from .train import frequent_vocab, split
+    untrained = Draft(cfg.design, src.config, src, frequent_vocab(data, split(data)[0], cfg.vocab_size),
+                      cfg.exit_layer)
+    before = evaluate(untrained, data, cfg)
+    t0 = time.perf_counter()
+    draft = train(data, src, cfg, out / cfg.design, resume=a.resume, progress=progress_bar)
+    seconds = time.perf_counter() - t0
+    after = evaluate(draft, data, cfg)
+    save_report(out / cfg.design / "report.json", cfg, before, after, seconds, int(len(data["ids"])))
+    for name in after:
+        b, f = before[name], after[name]
+        print(f"{cfg.design} {name}: top-1 {b['top1']:.3f} -> {f['top1']:.3f}"
+              + (f", chained {b['chained']:.3f} -> {f['chained']:.3f}" if "chained" in f else ""), file=sys.stderr)
+    print(out / cfg.design / "report.json")

@@ -1,0 +1,215 @@
+"""Distillation: train a draft design on teacher data, with checkpoints, --resume, and validation
+acceptance.
+
+Batches are random crops of `seq` tokens from the training documents, drawn from a generator seeded by
+(seed, step), so a run resumed from its checkpoint sees the same batches as one that never stopped and
+ends at the same weights. Every 10th document is held out for validation.
+
+Loss: cross-entropy of the draft's reduced-vocabulary logits against the full model's greedy token, plus
+(`feature` design) `feature_weight` x SmoothL1 between the draft's normalised hidden state and the model's.
+
+Validation reports, on code and prose documents separately:
+    top1     how often the draft's first token is the model's
+    ce       cross-entropy against the model's token, where the reduced head has it
+    chained  (`feature`) per-token acceptance when drafting k tokens in a row from the draft's own
+             hidden states, on positions inside the model's own greedy continuations: accepted drafts
+             over drafts checked, stopping at the first miss, as speculation does
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgedec.errors import EdgedecError
+
+from .designs import DESIGNS, Draft, rms_norm
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    design: str = "feature"
+    exit_layer: int = 6            # exit design: the cut the adapter sits on
+    vocab_size: int = 8192         # rows of the reduced draft head
+    steps: int = 1500
+    batch: int = 8
+    seq: int = 256
+    lr: float = 5e-4
+    feature_weight: float = 1.0    # feature design only
+    seed: int = 0
+    checkpoint_every: int = 100
+    eval_positions: int = 300      # chained-acceptance positions per kind
+    chain: int = 4                 # tokens drafted in a row for the chained acceptance
+
+    def check(self, cuts: list[int]) -> None:
+        if self.design not in DESIGNS:
+            raise EdgedecError(f"design '{self.design}' is unknown; designs: {', '.join(DESIGNS)}")
+        if self.design == "exit" and self.exit_layer not in cuts[:-1]:
+            raise EdgedecError(f"$exit_layer {self.exit_layer} is not a cut of this bundle (cuts: "
+                               f"{', '.join(map(str, cuts[:-1]))}); pick one of them")
+
+
+def documents(data) -> list[tuple[int, int]]:
+    s = data["starts"]
+    return list(zip(s[:-1].tolist(), s[1:].tolist()))
+
+
+def split(data) -> tuple[list[int], list[int]]:
+    n = len(data["starts"]) - 1
+    val = [d for d in range(n) if d % 10 == 9]
+    return [d for d in range(n) if d % 10 != 9], val
+
+
+def frequent_vocab(data, docs: list[int], n: int) -> np.ndarray:
+    """The n tokens the model predicts most often on the training documents, most frequent first."""
+    spans = documents(data)
+    teacher = np.concatenate([data["teacher"][a:b] for a, b in (spans[d] for d in docs)])
+    counts = np.bincount(teacher, minlength=int(data["teacher"].max()) + 1)
+    return np.argsort(-counts, kind="stable")[:n]
+
+
+def batch(data, cfg: DistillConfig, docs: list[int], step: int):
+    """A batch of crops: (hidden, next ids, positions, target hidden, target tokens), as tensors."""
+    rng = np.random.default_rng([cfg.seed, step])
+    spans = documents(data)
+    shift = 1 if cfg.design == "feature" else 0
+    rows = []
+    for d in rng.choice(docs, size=cfg.batch):
+        a, b = spans[d]
+        n = min(cfg.seq, b - a - shift)
+        start = a + int(rng.integers(0, b - a - shift - n + 1))
+        rows.append((start, n))
+    T = min(n for _, n in rows)
+    source = data["final"] if cfg.design == "feature" else data[f"exit_{cfg.exit_layer}"]
+    take = lambda arr, off: np.stack([arr[s + off:s + off + T] for s, _ in rows])        # noqa: E731
+    pos = np.stack([np.arange(s - spans_start(spans, s), s - spans_start(spans, s) + T) for s, _ in rows])
+    return (torch.tensor(take(source, 0).astype(np.float32)), torch.tensor(take(data["ids"], shift).astype(np.int64)),
+            torch.tensor(pos), torch.tensor(take(data["final"], shift).astype(np.float32)),
+            torch.tensor(take(data["teacher"], shift).astype(np.int64)))
+
+
+def spans_start(spans, s: int) -> int:
+    """The first position of the document holding flat position s."""
+    return next(a for a, b in spans if a <= s < b)
+
+
+def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidden, target_tokens):
+    r, logits = draft(hidden, next_ids, pos)
+    ce = F.cross_entropy(logits.flatten(0, 1), draft.reduced(target_tokens).flatten(), ignore_index=-100)
+    if cfg.design != "feature" or not cfg.feature_weight:
+        return ce
+    eps = draft.cfg.rms_eps
+    feat = F.smooth_l1_loss(rms_norm(r, draft.norm, eps), rms_norm(target_hidden, draft.norm, eps))
+    return ce + cfg.feature_weight * feat
+
+
+def train(data, src, cfg: DistillConfig, out: Path, resume: bool = False, progress=None,
+          until: int | None = None) -> Draft:
+    """Train (or continue training) `cfg.design` on `data`; checkpoints go to `out`. `until`: stop after
+    that step (with a checkpoint), as an interrupted run would."""
+    torch.manual_seed(cfg.seed)
+    train_docs, val_docs = split(data)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.pt"
+    vocab = frequent_vocab(data, train_docs, cfg.vocab_size)
+    draft = Draft(cfg.design, src.config, src, vocab, cfg.exit_layer)
+    opt = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    step, log = 0, []
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] != asdict(cfg):
+            raise EdgedecError(f"{ckpt} was written with other settings; start again without resume, "
+                               "or use the same settings")
+        draft.load_state_dict(state["draft"])
+        opt.load_state_dict(state["optimizer"])
+        step, log = state["step"], state["log"]
+    t0 = time.perf_counter()
+    while step < min(cfg.steps, until or cfg.steps):
+        for group in opt.param_groups:                       # linear warm-up, then cosine decay
+            warm = min(1.0, (step + 1) / 50)
+            group["lr"] = cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
+        loss = loss_fn(draft, cfg, *batch(data, cfg, train_docs, step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        log.append(loss.item())
+        if step % cfg.checkpoint_every == 0 or step in (cfg.steps, until):
+            torch.save({"config": asdict(cfg), "draft": draft.state_dict(), "optimizer": opt.state_dict(),
+                        "step": step, "log": log}, ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
+        if progress:
+            progress(f"loss {np.mean(log[-20:]):.3f} ({(time.perf_counter() - t0) / max(len(log), 1):.2f} s/step)",
+                     step, cfg.steps)
+    return draft
+
+
+@torch.no_grad()
+def evaluate(draft: Draft, data, cfg: DistillConfig) -> dict:
+    """Validation top-1 (and chained acceptance for `feature`), per document kind."""
+    _, val_docs = split(data)
+    spans = documents(data)
+    result = {}
+    for kind, name in ((0, "code"), (1, "prose"), (2, "text")):
+        docs = [d for d in val_docs if int(data["kind"][d]) == kind]
+        if not docs:
+            continue
+        hits = total = covered = 0
+        ce = []
+        for d in docs:
+            a, b = spans[d]
+            shift = 1 if cfg.design == "feature" else 0
+            src = data["final"] if cfg.design == "feature" else data[f"exit_{cfg.exit_layer}"]
+            h = torch.tensor(src[a:b - shift].astype(np.float32))[None]
+            ids = torch.tensor(data["ids"][a + shift:b].astype(np.int64))[None]
+            pos = torch.arange(b - a - shift)[None]
+            _, logits = draft(h, ids, pos)
+            want = torch.tensor(data["teacher"][a + shift:b].astype(np.int64))
+            got = draft.vocab[logits[0].argmax(-1)]
+            hits += int((got == want).sum())
+            total += len(want)
+            ce.append(F.cross_entropy(logits[0], draft.reduced(want), ignore_index=-100, reduction="sum"))
+            covered += int((draft.reduced(want) >= 0).sum())
+        result[name] = {"top1": hits / total, "ce": float(sum(ce)) / max(covered, 1), "tokens": total}
+        if cfg.design == "feature" and kind != 2:
+            result[name]["chained"] = chained(draft, data, docs, cfg)
+    return result
+
+
+def chained(draft: Draft, data, docs: list[int], cfg: DistillConfig) -> float:
+    """Per-token acceptance drafting cfg.chain tokens in a row (module docstring)."""
+    spans = documents(data)
+    rng = np.random.default_rng(cfg.seed)
+    ids, teacher, final = data["ids"], data["teacher"], data["final"]
+    candidates = [(a, i) for d in docs for a, b in [spans[d]]
+                  for i in range(a, b - cfg.chain - 1)
+                  if all(ids[i + 1 + j] == teacher[i + j] for j in range(1, cfg.chain + 1))]
+    if not candidates:
+        return float("nan")
+    picks = rng.choice(len(candidates), size=min(cfg.eval_positions, len(candidates)), replace=False)
+    accepted = checked = 0
+    for p in picks:
+        a, i = candidates[p]
+        h = torch.tensor(final[a:i + 1].astype(np.float32))[None]            # true states up to i
+        nxt = torch.tensor(ids[a + 1:i + 2].astype(np.int64))[None]          # true tokens up to i + 1
+        for j in range(cfg.chain):
+            pos = torch.arange(h.shape[1])[None]
+            r, logits = draft(h, nxt, pos)
+            token = int(draft.vocab[logits[0, -1].argmax()])
+            checked += 1
+            if token != int(teacher[i + 1 + j]):
+                break
+            accepted += 1
+            h = torch.cat([h, r[:, -1:]], dim=1)
+            nxt = torch.cat([nxt, torch.tensor([[token]])], dim=1)
+    return accepted / checked
+
+
+def save_report(path: Path, cfg: DistillConfig, before: dict, after: dict, seconds: float, n_tokens: int) -> None:
+    path.write_text(json.dumps({"config": asdict(cfg), "before": before, "after": after,
+                                "train_seconds": seconds, "data_tokens": n_tokens}, indent=1))
