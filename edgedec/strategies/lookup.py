@@ -1,4 +1,5 @@
-"""`--mode lookup`: model-free drafts from the context (prompt lookup decoding, Saxena 2023; the suffix-match idea of SAM).
+"""`--mode lookup`: model-free drafts from the context (prompt lookup decoding, Saxena 2023; the
+suffix-match idea of SAM).
 
 If the last n tokens occurred earlier in the prompt or the output, propose the tokens that followed that
 earlier occurrence. Code and edits repeat identifiers and whole lines, so the proposals are often right,

@@ -85,13 +85,15 @@ class Draft(nn.Module):
             fc = np.concatenate([np.zeros((cfg.hidden, cfg.hidden)), np.eye(cfg.hidden)], axis=1)
             self.fc = _param(fc)                                       # [H, 2H]: starts as h -> h
 
-    def forward(self, hidden: torch.Tensor, next_ids: torch.Tensor | None, positions: torch.Tensor):
+    def forward(self, hidden: torch.Tensor, next_ids: torch.Tensor | None, positions: torch.Tensor,
+                last: bool = False):
         """hidden [B, S, H] (feature: h_i after the last layer; exit: after layer E), next_ids [B, S]
-        (feature: the token at i + 1), positions [B, S]. Returns (predicted hidden, pre-norm [B, S, H]; logits [B, S, N])."""
+        (feature: the token at i + 1), positions [B, S]. Returns the predicted hidden state (pre-norm,
+        [B, S, H]) and the logits [B, S, N] ([B, 1, N], the last position only, with `last`)."""
         if self.design == "feature":
             hidden = torch.cat([self.embed[next_ids], hidden], dim=-1) @ self.fc.T
         r = self.layer(hidden, positions)
-        return r, rms_norm(r, self.norm, self.cfg.rms_eps) @ self.head.T
+        return r, rms_norm(r[:, -1:] if last else r, self.norm, self.cfg.rms_eps) @ self.head.T
 
     def reduced(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Full-vocabulary ids -> index in the reduced head, or -100 where the head lacks the token."""

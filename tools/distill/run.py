@@ -28,7 +28,7 @@ def teacher_data(model, path: Path, exits: list[int], progress) -> dict:
     if path.exists():
         return dict(np.load(path))
     docs, kinds = data.prompt_documents(model, 124, 200, progress=progress)
-    texts = [d[:20000] for d in data.text_documents(model, data.shakespeare_texts(12))]
+    texts = [d[:20000] for d in data.text_documents(model, data.shakespeare_texts(6))]
     arrays = data.collect(model, docs + texts, kinds + ["text"] * len(texts), exits, window=1024,
                           progress=progress)
     tmp = path.with_suffix(".tmp.npz")

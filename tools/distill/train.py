@@ -199,7 +199,7 @@ def chained(draft: Draft, data, docs: list[int], cfg: DistillConfig) -> float:
         nxt = torch.tensor(ids[a + 1:i + 2].astype(np.int64))[None]          # true tokens up to i + 1
         for j in range(cfg.chain):
             pos = torch.arange(h.shape[1])[None]
-            r, logits = draft(h, nxt, pos)
+            r, logits = draft(h, nxt, pos, last=True)
             token = int(draft.vocab[logits[0, -1].argmax()])
             checked += 1
             if token != int(teacher[i + 1 + j]):
