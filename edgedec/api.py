@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .bundle import default_bundle_path, read_bundle
 from .errors import EdgedecError, ModeError
-from .session import Response, Result, Session, SessionStats, peak_rss_mb  # noqa: F401  (the records)
+from .session import Response, Result, Session, SessionStats  # noqa: F401  (the records)
 from .strategies import MODES
 from .tokenizer import Tokenizer
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import manifest as mf
-from .errors import BundleError
+from .errors import BundleError, ModeError
 from .manifest import Manifest, Segment  # noqa: F401  (Segment: re-exported for backends)
 
 
@@ -69,6 +69,13 @@ class Bundle:
         new = mf.with_defaults(self.manifest, **changes)
         mf.write(self.path, new)
         return Bundle(self.path, new)
+
+
+def require_cut(layer: int, cuts: list[int]) -> None:
+    """An exit layer must be where a segment graph ends (not the last cut, the layer count)."""
+    if layer not in cuts[:-1]:
+        raise ModeError(f"$exit_layer {layer} is not a cut of this bundle (cuts: {', '.join(map(str, cuts[:-1]))}); "
+                        f"pick one of them, or export again with $cuts including {layer}")
 
 
 def read_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundle:

@@ -24,6 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
+from edgedec.bundle import require_cut
 from edgedec.errors import ModeError
 from edgedec.runtimes.contract import LayeredRunner
 from edgedec.sampling import probabilities
@@ -55,10 +56,7 @@ class SelfSpecConfig:
         if not 1 <= self.exit_layer <= n_layers - 1:
             raise ModeError(f"$exit_layer {self.exit_layer} is out of range: this model has {n_layers} layers, "
                             f"so the exit layer must be in 1..{n_layers - 1}")
-        if self.exit_layer not in cuts:
-            raise ModeError(f"$exit_layer {self.exit_layer} is not a cut of this bundle (cuts: "
-                            f"{', '.join(map(str, cuts[:-1]))}); pick one of them, or export again with "
-                            f"$cuts including {self.exit_layer}")
+        require_cut(self.exit_layer, cuts)
 
 
 def self_spec(runner: LayeredRunner, new_tokens: list[int], sample, history: list[int],

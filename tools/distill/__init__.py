@@ -6,6 +6,6 @@
     train.py     training with checkpoints and --resume, validation acceptance, the acceptance table
 
 Torch comes from the optional extra `train` (`pip install 'edgedec[train]'`); the library never imports
-this package. What is here measures how well each design drafts; exporting a trained draft into a bundle
-and drafting with it at run time are the next steps (issue 15).
+this package. What is here measures how well each design drafts; it does not yet export a trained draft
+into a bundle, and the runtime does not draft with one.
 """

@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from edgedec.bundle import require_cut
 from edgedec_tools.prompts import _file, code_prompts, writing_prompts
 
 SKIP = 40          # prompts 0..39 of each set are never trained on (tests and benchmarks use the first 20)
@@ -61,11 +62,8 @@ KINDS = {"code": 0, "prose": 1, "text": 2}
 def collect(model, documents: list[list[int]], kinds: list[str], exits: list[int], window: int = 512,
             progress=None) -> dict:
     """Teacher arrays (module docstring) for token documents, cut into windows of at most `window`."""
-    from edgedec.errors import EdgedecError
-    bad = [e for e in exits if e not in model.bundle.cuts[:-1]]
-    if bad:
-        raise EdgedecError(f"$exit_layer {bad[0]} is not a cut of this bundle (cuts: "
-                           f"{', '.join(map(str, model.bundle.cuts[:-1]))}); pick one of them")
+    for e in exits:
+        require_cut(e, model.bundle.cuts)
     runner = model.session().backend
     runner.min_rows = 2
     pieces = [(d[s:s + window], KINDS[k]) for d, k in zip(documents, kinds) for s in range(0, len(d), window)]

@@ -43,7 +43,7 @@ def main(a) -> None:
     from edgedec.cli import ensure_default_bundle, progress_bar
     from edgedec.export.sources import load_source
 
-    from .train import DistillConfig, evaluate, save_report, train
+    from .train import DistillConfig, evaluate, new_draft, save_report, train
     bundle = ensure_default_bundle(a.bundle)
     model = edgedec.load(bundle, n_ctx=1024)
     cfg = DistillConfig(design=a.design, exit_layer=a.exit_layer, steps=a.steps, vocab_size=a.vocab)
@@ -55,11 +55,7 @@ def main(a) -> None:
         raise EdgedecError(f"{out / 'teacher.npz'} has no hidden states for exit layer {cfg.exit_layer}; "
                            "remove it to collect them again")
     src = load_source(model.bundle.gguf or model.bundle.manifest.model.source)
-    from .designs import Draft
-    from .train import frequent_vocab, split
-    untrained = Draft(cfg.design, src.config, src, frequent_vocab(data, split(data)[0], cfg.vocab_size),
-                      cfg.exit_layer)
-    before = evaluate(untrained, data, cfg)
+    before = evaluate(new_draft(data, src, cfg), data, cfg)
     t0 = time.perf_counter()
     draft = train(data, src, cfg, out / cfg.design, resume=a.resume, progress=progress_bar)
     seconds = time.perf_counter() - t0

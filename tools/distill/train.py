@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgedec.bundle import require_cut
 from edgedec.errors import EdgedecError
 
 from .designs import DESIGNS, Draft, rms_norm
@@ -49,9 +50,8 @@ class DistillConfig:
     def check(self, cuts: list[int]) -> None:
         if self.design not in DESIGNS:
             raise EdgedecError(f"design '{self.design}' is unknown; designs: {', '.join(DESIGNS)}")
-        if self.design == "exit" and self.exit_layer not in cuts[:-1]:
-            raise EdgedecError(f"$exit_layer {self.exit_layer} is not a cut of this bundle (cuts: "
-                               f"{', '.join(map(str, cuts[:-1]))}); pick one of them")
+        if self.design == "exit":
+            require_cut(self.exit_layer, cuts)
 
 
 def documents(data) -> list[tuple[int, int]]:
@@ -78,24 +78,18 @@ def batch(data, cfg: DistillConfig, docs: list[int], step: int):
     rng = np.random.default_rng([cfg.seed, step])
     spans = documents(data)
     shift = 1 if cfg.design == "feature" else 0
-    rows = []
+    rows = []                                           # (first position of the crop, of its document, length)
     for d in rng.choice(docs, size=cfg.batch):
         a, b = spans[d]
         n = min(cfg.seq, b - a - shift)
-        start = a + int(rng.integers(0, b - a - shift - n + 1))
-        rows.append((start, n))
-    T = min(n for _, n in rows)
+        rows.append((a + int(rng.integers(0, b - a - shift - n + 1)), a, n))
+    T = min(n for _, _, n in rows)
     source = data["final"] if cfg.design == "feature" else data[f"exit_{cfg.exit_layer}"]
-    take = lambda arr, off: np.stack([arr[s + off:s + off + T] for s, _ in rows])        # noqa: E731
-    pos = np.stack([np.arange(s - spans_start(spans, s), s - spans_start(spans, s) + T) for s, _ in rows])
+    take = lambda arr, off: np.stack([arr[s + off:s + off + T] for s, _, _ in rows])        # noqa: E731
+    pos = np.stack([np.arange(s - a, s - a + T) for s, a, _ in rows])
     return (torch.tensor(take(source, 0).astype(np.float32)), torch.tensor(take(data["ids"], shift).astype(np.int64)),
             torch.tensor(pos), torch.tensor(take(data["final"], shift).astype(np.float32)),
             torch.tensor(take(data["teacher"], shift).astype(np.int64)))
-
-
-def spans_start(spans, s: int) -> int:
-    """The first position of the document holding flat position s."""
-    return next(a for a, b in spans if a <= s < b)
 
 
 def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidden, target_tokens):
@@ -108,16 +102,20 @@ def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidd
     return ce + cfg.feature_weight * feat
 
 
+def new_draft(data, src, cfg: DistillConfig) -> Draft:
+    """The untrained draft: its head keeps the tokens the model predicts most often on the training split."""
+    return Draft(cfg.design, src.config, src, frequent_vocab(data, split(data)[0], cfg.vocab_size), cfg.exit_layer)
+
+
 def train(data, src, cfg: DistillConfig, out: Path, resume: bool = False, progress=None,
           until: int | None = None) -> Draft:
     """Train (or continue training) `cfg.design` on `data`; checkpoints go to `out`. `until`: stop after
     that step (with a checkpoint), as an interrupted run would."""
     torch.manual_seed(cfg.seed)
-    train_docs, val_docs = split(data)
+    train_docs, _ = split(data)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
-    vocab = frequent_vocab(data, train_docs, cfg.vocab_size)
-    draft = Draft(cfg.design, src.config, src, vocab, cfg.exit_layer)
+    draft = new_draft(data, src, cfg)
     opt = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     step, log = 0, []
     if resume and ckpt.exists():
