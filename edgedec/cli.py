@@ -22,10 +22,10 @@ FLAGS = {"n_ctx": "--ctx", "threads": "--threads", "max_tokens": "--max-tokens",
          "backend": "--backend", "exit_layer": "--exit-layer", "k_max": "--draft-len", "max_draft": "--draft-len",
          "threshold": "--threshold", "temperature": "--temp", "top_k": "--top-k",
          "top_p": "--top-p", "min_p": "--min-p", "repetition_penalty": "--repeat-penalty", "window": "--window",
-         "quant": "--quant", "cuts": "--cuts"}
+         "quant": "--quant", "cuts": "--cuts", "draft": "--draft"}
 # speculation flags -> the config field they set, per mode
 SPEC_FLAGS = {"exit_layer": "exit_layer", "draft_len": {"self-spec": "k_max", "lookup": "max_draft"},
-              "threshold": "threshold", "lookup": "lookup", "adaptive": "adaptive"}
+              "threshold": "threshold", "lookup": "lookup", "draft": "draft", "adaptive": "adaptive"}
 
 
 def progress_bar(label: str, i: int, n: int) -> None:
@@ -51,7 +51,8 @@ def cmd_export(a) -> None:
         out = default_bundle_path()
     else:
         out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
-    path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar)
+    draft = None if a.no_draft else a.draft or "auto"
+    path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar, draft=draft)
     w = written.quant.worst
     if w.tensor:
         print(f"worst quantization error: {w.tensor}: max |dw| {w.max_abs:.3g}, "
@@ -259,6 +260,9 @@ def _add_model_args(p, gen=True):
         p.add_argument("--threshold", type=float, help="self-spec: stop drafting below this top probability")
         p.add_argument("--lookup", action=argparse.BooleanOptionalAction, default=None,
                        help="self-spec: also use prompt-lookup drafts (default on)")
+        p.add_argument("--draft", action=argparse.BooleanOptionalAction, default=None,
+                       help="self-spec: draft with the bundle's trained draft when it has one (default on; "
+                       "--exit-layer drafts with the model's own first layers instead)")
         p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=None,
                        help="speculation: fall back to plain decoding when it does not pay (default on)")
         p.add_argument("--exact", action=argparse.BooleanOptionalAction, default=None,
@@ -278,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="bundle directory to write")
     p.add_argument("--quant", default="int4", help="int4 (default), int8 or fp32")
     p.add_argument("--cuts", help="layer cut points, e.g. 6,12,18,24 (default: every 6 layers)")
+    p.add_argument("--draft", help="a trained draft file from edgedec-distill to include (default: the one "
+                   "shipped for the model, if any)")
+    p.add_argument("--no-draft", action="store_true", help="include no trained draft")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="complete one prompt")

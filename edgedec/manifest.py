@@ -44,6 +44,8 @@ class ModelInfo:
     name: str
     source: str = _doc("path of the GGUF file or Hugging Face folder it was exported from")
     source_types: dict[str, int] = _doc("tensor type -> count in the source", default_factory=dict)
+    fingerprint: str | None = _doc("hash of the token embedding: what ties a trained draft to this model",
+                                   default=None)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,22 @@ class Gguf:
 
 
 @dataclass(frozen=True)
+class Draft:
+    name: str
+    design: str = _doc('"feature": EAGLE-style, drafts from the last hidden state (export/drafts.py)')
+    file: str = _doc("its ONNX graph: hidden, next_ids, its own KV cache -> hidden_out, logits over `vocab_size`")
+    vocab_size: int = _doc("rows of its reduced head (the model's most frequent tokens)")
+    vocab_file: str = _doc("int32 [vocab_size] .npy: the token id of each row of its head")
+    model: str = _doc("the model it was trained for")
+    fingerprint: str = _doc("that model's fingerprint (ModelInfo.fingerprint)")
+    data: list[str] = _doc("the training data's sources")
+    data_tokens: int = _doc("teacher tokens trained on")
+    steps: int
+    train_seconds: float
+    acceptance: dict[str, dict[str, float]] = _doc('validation acceptance, "before" and "after" training')
+
+
+@dataclass(frozen=True)
 class TuneRecord:
     tok_s: float
     plain_exact_tok_s: float
@@ -138,7 +156,7 @@ class Manifest:
     tokenizer: TokenizerInfo
     chat_template: str | None = _doc("Jinja2 chat template; null means ChatML")
     gguf: Gguf | None = _doc("null when the source was a Hugging Face folder")
-    drafts: list[dict] = _doc("draft models (none yet)", default_factory=list)
+    drafts: list[Draft] = _doc("trained drafts; self-spec uses the first", default_factory=list)
     adapters: list[dict] = _doc("LoRA adapters (none yet)", default_factory=list)
     defaults: Defaults = _doc("settings tuned on a device", default_factory=Defaults)
     files: dict[str, FileEntry] = _doc("every file of the bundle but this one, with size and sha256",

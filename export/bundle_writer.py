@@ -16,7 +16,9 @@ import onnx
 from edgedec import manifest as mf
 from edgedec.bundle import sha256
 from edgedec.errors import EdgedecError
+from edgedec.models.known import shipped_draft
 
+from .drafts import check_model, load_draft, model_fingerprint, write_draft
 from .graphs import QUANTS, build_head, build_segment, head_quant
 from .sources import load_source
 
@@ -39,20 +41,31 @@ def parse_cuts(text: str | None, n_layers: int) -> list[int]:
 
 
 def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
-                  progress: Callable[[str, int, int], None] | None = None) -> tuple[Path, mf.Manifest]:
-    """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest)."""
+                  progress: Callable[[str, int, int], None] | None = None,
+                  draft: str | Path | None = "auto") -> tuple[Path, mf.Manifest]:
+    """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest).
+
+    draft: a trained draft file (export/drafts.py) to include; "auto" includes the one shipped for this
+    model (models/drafts), if there is one; None includes none."""
     if quant not in QUANTS:
         raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
     src = load_source(source)
     cfg = src.config
     cut_list = parse_cuts(cuts, cfg.n_layers)
+    fingerprint = model_fingerprint(src)
+    weights = None
+    if draft == "auto":
+        draft = shipped_draft(fingerprint)
+    if draft is not None:
+        weights = load_draft(draft)
+        check_model(weights, src, str(draft))
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None))
+        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None), fingerprint, weights)
         _ordinary_permissions(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
@@ -61,10 +74,10 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     return out, manifest
 
 
-def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> mf.Manifest:
+def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: str, draft) -> mf.Manifest:
     cfg = src.config
     starts = [0] + cuts[:-1]
-    steps = len(cuts) + 3
+    steps = len(cuts) + 4
     errors: dict[str, dict] = {}
     segments = []
     for n, (a, b) in enumerate(zip(starts, cuts)):
@@ -79,11 +92,15 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> mf.Manifest
     _save(model, tmp / "head.onnx")
     errors.update(errs)
 
-    progress("tokenizer", len(cuts) + 1, steps)
+    drafts = []
+    if draft is not None:
+        progress("draft", len(cuts) + 1, steps)
+        drafts.append(write_draft(src, draft, tmp, quant, _save))
+    progress("tokenizer", len(cuts) + 2, steps)
     (tmp / "tokenizer.json").write_text(src.tokenizer.json)
     gguf = None
     if src.gguf_path is not None:
-        progress("gguf", len(cuts) + 2, steps)
+        progress("gguf", len(cuts) + 3, steps)
         shutil.copyfile(src.gguf_path, tmp / "model.gguf")
         gguf = mf.Gguf("model.gguf", str(src.gguf_path))
 
@@ -92,7 +109,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> mf.Manifest
         format=mf.FORMAT,
         version=mf.FORMAT_VERSION,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        model=mf.ModelInfo(src.name, str(src.path), _type_counts(src)),
+        model=mf.ModelInfo(src.name, str(src.path), _type_counts(src), fingerprint),
         config=cfg,
         segments=segments,
         head=mf.Graph("head.onnx"),
@@ -104,6 +121,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress) -> mf.Manifest
                                    eos_ids=list(src.tokenizer.eos_ids), add_bos=src.tokenizer.add_bos),
         chat_template=src.chat_template,
         gguf=gguf,
+        drafts=drafts,
         files={f.name: mf.FileEntry(f.stat().st_size, sha256(f)) for f in sorted(tmp.iterdir())},
     )
     mf.write(tmp, manifest)

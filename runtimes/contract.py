@@ -64,6 +64,25 @@ class LayeredRunner(Runner, Protocol):
     def head(self, hidden: Hidden) -> np.ndarray:
         """Logits [S, V] from a hidden state [1, S, H]."""
 
+    def drafter(self) -> "Drafter | None":
+        """The bundle's trained draft for this conversation, or None when the bundle has none."""
+
+
+@runtime_checkable
+class Drafter(Protocol):
+    """A trained draft (export/drafts.py) bound to one runner: it is told every hidden state the full model
+    computes, and the runner's `truncate` reaches it too."""
+    vocab: np.ndarray           # its head's row -> token id
+
+    def take_pending(self, tokens: list[int]) -> tuple[np.ndarray, list[int]]:
+        """The true hidden states it has not read [1, m, H], and the token after each."""
+
+    def step(self, hidden: np.ndarray, next_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Read rows (h_i, x_(i+1)): predicted next states [1, S, H], logits over `vocab` for the last row."""
+
+    def truncate(self, n: int) -> None:
+        """Forget positions from n on (drafted ones included)."""
+
 
 class Engine(Protocol):
     name: str

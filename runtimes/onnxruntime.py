@@ -28,6 +28,8 @@ import onnxruntime as ort
 from edgedec.errors import BundleError, ContextOverflowError, ModeError
 from edgedec.kvcache import KVCache
 
+from .ort_draft import OrtDrafter
+
 _POOL_THREADS: int | None = None
 
 
@@ -68,6 +70,9 @@ class OrtEngine:
         self.segments = bundle.segments
         self.sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
         self.head = _session(bundle.file(bundle.manifest.head.file), threads, provider)
+        drafts = bundle.manifest.drafts
+        self.draft = _session(bundle.file(drafts[0].file), threads, provider) if drafts else None
+        self.draft_vocab = np.load(bundle.file(drafts[0].vocab_file)).astype(np.int64) if drafts else None
         self.lock = threading.Lock()
 
     def runner(self, n_ctx: int, min_rows: int = 1) -> "OrtRunner":
@@ -91,6 +96,7 @@ class OrtRunner:
         self.min_rows = min_rows
         self.segments = engine.segments
         self.cache: KVCache | None = None
+        self._drafter: OrtDrafter | None = None
 
     def _bind(self) -> None:
         """Allocate the cache and bind each layer's buffer as both past and present, once."""
@@ -114,6 +120,13 @@ class OrtRunner:
             self._bindings.append(io)
         self._head_io = self.engine.head.io_binding()
         self._head_io.bind_output("logits", "cpu")
+
+    def drafter(self) -> OrtDrafter | None:
+        """The bundle's trained draft for this conversation (None without one); from now on it sees every
+        hidden state the full model computes."""
+        if self._drafter is None and self.engine.draft is not None:
+            self._drafter = OrtDrafter(self.engine.draft, self.engine.draft_vocab, self.config, self.n_ctx)
+        return self._drafter
 
     @property
     def cuts(self) -> list[int]:
@@ -164,6 +177,8 @@ class OrtRunner:
                 self.cache.advance(seg.start, seg.end, n)
                 if seg.end in taps:
                     tapped[seg.end] = out.numpy()[:, :n]
+                if seg.end == self.config.n_layers and self._drafter is not None:
+                    self._drafter.observe(past, out.numpy()[0, :n])
         if n < self.min_rows:
             out = _numpy(out)[:, :n]
         return out, tapped
@@ -194,9 +209,13 @@ class OrtRunner:
     def truncate(self, n: int) -> None:
         if self.cache is not None:
             self.cache.truncate(n)
+        if self._drafter is not None:
+            self._drafter.truncate(n)
 
     def release(self) -> None:
         self.cache = None
+        if self._drafter is not None:
+            self._drafter.release()
         self._bindings = self._positions = self._head_io = None
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:

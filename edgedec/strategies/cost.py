@@ -5,13 +5,16 @@ Everything here is an estimate kept as a running average:
     t_draft[E]         seconds per draft step with exit layer E (layers[0:E] + head, one row)
     t_verify[(E, n)]   seconds to run layers[E:L] + head on n rows (E = 0: the whole model, for lookup)
     alpha[E]           probability that exit E's draft equals the full model's token (per token)
+    t_draft["draft"], alpha["draft"]   the same for the bundle's trained draft (its rounds verify with the
+                       whole model, t_verify[(0, n)], like lookup)
     alpha[("lookup", n)]  the same for prompt-lookup proposals after a suffix match of n tokens (4 = 4 or
                        more): a 1-token match is right about 20% of the time, a 4-token one about 90%
 
 A round drafting k tokens at exit E yields (1 - a^k) / (1 - a) tokens on average (the accepted prefix plus
 the verifier's correction) and costs k * t_draft[E] + t_verify[(E, k)]. A lookup round verifying m proposed
 tokens yields (1 - a^(m+1)) / (1 - a) (it also gets the bonus token) for t_verify[(0, m+1)]. The plan with
-the highest expected tokens per second wins; when plain decoding beats every plan, decode plainly for a
+the highest expected tokens per second wins (a trained-draft round of k tokens is weighed as a lookup
+round is: it also gets the bonus token); when plain decoding beats every plan, decode plainly for a
 stretch, then probe self-speculation again (stretches double while it keeps losing). Without `adaptive`,
 the loop always speculates.
 """
@@ -51,6 +54,7 @@ class CostModel:
     t_verify: dict = field(default_factory=dict)
     alpha: dict = field(default_factory=dict)
     free_rows: int = 1                   # rows a call costs anyway (the backend's min_rows)
+    draft: bool = False                  # a trained draft is available
     row_cost: float = 0.2                # extra cost of one more verified row, relative to one; learnt
     stretch: int = 16                    # plain steps before probing speculation again
     fallback: int = 0                    # plain steps left in the current stretch
@@ -112,6 +116,13 @@ class CostModel:
                 best = max(best, (rate, e, k))
         return best
 
+    def best_draft(self) -> tuple[float, int]:
+        """(expected tokens/s, k) of the best trained-draft round; before it is measured a draft step is
+        guessed at a tenth of a plain step."""
+        a, t = self.acceptance("draft"), self.t_draft.get("draft", 0.1 * self.t_plain)
+        return max((expected_tokens(a, k + 1) / (k * t + self.verify_time(0, k + 1)), k)
+                   for k in range(1, self.k_max + 1))
+
     def best_lookup(self, m: int, match_len: int) -> tuple[float, int]:
         """(expected tokens/s, how many of the m proposed tokens to verify) after a `match_len`-token match."""
         a = self.acceptance(lookup_key(match_len))
@@ -122,15 +133,17 @@ class CostModel:
 
     # ---------------------------------------------------------------- decisions
     def choose(self, n_lookup: int, match_len: int) -> tuple:
-        """The next round: ("plain",), ("lookup", n) or ("self", exit_layer, k).
+        """The next round: ("plain",), ("lookup", n), ("draft", k) or ("self", exit_layer, k).
 
         n_lookup: how many tokens the lookup drafter proposes now (0: none), after a suffix match of
         `match_len` tokens. Self-speculation sits out a stretch of plain steps after the cost model last
         preferred plain decoding; lookup proposals are free to make, so they are weighed every round.
         """
         if not self.adaptive:                      # always speculate; the longer proposal wins
-            if n_lookup >= 2 or (n_lookup and not self.exits):
+            if n_lookup >= 2 or (n_lookup and not self.exits and not self.draft):
                 return ("lookup", n_lookup)
+            if self.draft:
+                return ("draft", self.k_max)
             return ("self", self.exits[0], self.k_max) if self.exits else ("plain",)
         if self.t_plain is None or self.warmup > 0:
             self.warmup -= 1
@@ -139,15 +152,19 @@ class CostModel:
         if n_lookup:
             rate, n = self.best_lookup(n_lookup, match_len)
             options.append((rate, ("lookup", n)))
-        if self.exits and self.fallback <= 0:
-            rate, e, k = self.best_self()
-            options.append((rate, ("self", e, k)))
+        if (self.exits or self.draft) and self.fallback <= 0:
+            if self.exits:
+                rate, e, k = self.best_self()
+                options.append((rate, ("self", e, k)))
+            if self.draft:
+                rate, k = self.best_draft()
+                options.append((rate, ("draft", k)))
         elif self.fallback > 0:
             self.fallback -= 1
         rate, plan = max(options, key=lambda o: o[0])
         if plan[0] == "plain" and self.fallback <= 0:
             self.fallback = self.stretch           # plain wins: sit out, and wait longer next time
             self.stretch = min(self.stretch * 2, 256)
-        elif plan[0] == "self":
+        elif plan[0] in ("self", "draft"):
             self.stretch = 16
         return plan

@@ -4,6 +4,7 @@ acceptance of drafts against the verifier's logits.
 Every Step says where its token came from:
     plain     a plain decoding step of the full model
     self      an accepted draft of the model's own first `layer` layers (self-spec)
+    draft     an accepted draft of the bundle's trained draft (self-spec)
     lookup    an accepted draft copied from the context (prompt lookup)
     verify    the full model's own token at the end of a verified round (a correction or the bonus token)
 """
@@ -21,7 +22,7 @@ class Step:
 
     @property
     def origin(self) -> str:
-        """The key the token is counted under: "plain", "verify", "lookup", or "self@E"."""
+        """The key the token is counted under: "plain", "verify", "lookup", "draft", or "self@E"."""
         return f"{self.source}@{self.layer}" if self.layer is not None else self.source
 
 

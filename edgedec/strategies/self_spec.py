@@ -1,5 +1,7 @@
-"""`--mode self-spec`: draft with the model's own first layers, verify with the rest (LayerSkip-style
-self-speculation), lossless.
+"""`--mode self-spec`: draft with the model itself, verify with the whole model, lossless.
+
+With a trained draft in the bundle (edgedec-distill; draft.py) the rounds draft with it. Without one, they
+draft with the model's own first layers and verify with the rest (LayerSkip-style self-speculation):
 
 The draft's hidden states and its KV for layers[0:E] are the verifier's too: verification runs only
 layers[E:L], on the hidden states the draft already computed. One round, drafting k tokens after the last
@@ -12,8 +14,8 @@ emitted token x (not yet in the cache):
              token instead and ends the round; the cache is truncated to the positions that were kept.
 
 Each round the cost model (cost.py) picks the plan with the highest expected tokens per second: a plain
-step, a lookup round (lookup.py; free drafts from the context, when `lookup` is on), or a self-draft
-round at (E, k). Rejection sampling makes the output distribution exactly the full model's; greedy output
+step, a lookup round (lookup.py; free drafts from the context, when `lookup` is on), a trained-draft round
+of k tokens, or a self-draft round at (E, k). Rejection sampling makes the output distribution exactly the full model's; greedy output
 equals plain greedy decoding on the same row path (runtimes/contract.py, "Row paths").
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ from edgedec.runtimes.contract import LayeredRunner
 from edgedec.sampling import probabilities
 
 from .cost import CostModel
+from .draft import draft_round
 from .lookup import LookupConfig, lookup_round, propose
 from .rounds import SpecStats, Step, accept, plain_step
 
@@ -43,6 +46,7 @@ class SelfSpecConfig:
     threshold: float = 0.3          # stop drafting once the draft's top probability falls below this
     lookup: bool = True             # also weigh prompt-lookup proposals each round
     adaptive: bool = True           # decode plainly when the cost model says drafting loses
+    draft: bool = True              # draft with the bundle's trained draft when it has one (and no $exit_layer)
     ngram_max: int = 8              # lookup: longest suffix n-gram to match
 
     def check(self, n_layers: int, cuts: list[int]) -> None:
@@ -64,8 +68,10 @@ def self_spec(runner: LayeredRunner, new_tokens: list[int], sample, history: lis
     """Prefill, then decode in rounds the cost model chooses: plain steps, self-draft rounds, lookup rounds."""
     cfg = cfg or SelfSpecConfig()
     stats = stats if stats is not None else SpecStats()
-    exits = [cfg.exit_layer] if cfg.exit_layer is not None else runner.cuts[:-1]   # the last cut is L
-    costs = CostModel(runner.config.n_layers, exits, cfg.k_max, adaptive=cfg.adaptive, free_rows=runner.min_rows)
+    drafter = runner.drafter() if cfg.draft and cfg.exit_layer is None else None
+    exits = [] if drafter else [cfg.exit_layer] if cfg.exit_layer is not None else runner.cuts[:-1]  # last cut: L
+    costs = CostModel(runner.config.n_layers, exits, cfg.k_max, adaptive=cfg.adaptive, free_rows=runner.min_rows,
+                      draft=drafter is not None)
     x = sample(runner.forward(new_tokens)[-1], history)
     history.append(x)
     yield Step(x)
@@ -78,6 +84,8 @@ def self_spec(runner: LayeredRunner, new_tokens: list[int], sample, history: lis
             steps = [plain_step(runner, x, sample, history, costs, stats)]
         elif plan[0] == "lookup":
             steps = lookup_round(runner, x, proposal[:plan[1]], match_len, sample, history, costs, stats)
+        elif plan[0] == "draft":
+            steps = draft_round(runner, drafter, x, plan[1], cfg.threshold, sample, history, costs, stats)
         else:
             rounds += 1
             steps = self_round(runner, x, plan[1], plan[2], cfg, sample, history, costs, stats,

