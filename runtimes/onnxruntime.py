@@ -71,6 +71,9 @@ class OrtEngine:
         self.sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
         self.head = _session(bundle.file(bundle.manifest.head.file), threads, provider)
         drafts = bundle.manifest.drafts
+        if drafts and bundle.manifest.model.fingerprint not in (None, drafts[0].fingerprint):
+            raise BundleError(f"{bundle.path}: its draft was trained for {drafts[0].model}, not this bundle's model; "
+                              "export the bundle again (edgedec export --draft FILE, or --no-draft)")
         self.draft = _session(bundle.file(drafts[0].file), threads, provider) if drafts else None
         self.draft_vocab = np.load(bundle.file(drafts[0].vocab_file)).astype(np.int64) if drafts else None
         self.lock = threading.Lock()

@@ -47,3 +47,34 @@ def run_cli(*args, env=None, input=None):
     """Run the real `edgedec` CLI in a subprocess; returns CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "edgedec.cli", *map(str, args)], capture_output=True,
                           text=True, env=env, input=input, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory, int4_bundle):
+    """A tiny random llama (transformers), its fp32 bundle, and teacher data on random token documents."""
+    import json
+    import shutil
+
+    import numpy as np
+    torch = pytest.importorskip("torch", reason="train extra: pip install 'edgedec[train]'")
+    transformers = pytest.importorskip("transformers")
+
+    import edgedec
+    from edgedec.export.bundle_writer import export_bundle
+    from edgedec.export.sources import load_source
+    from edgedec_tools.distill import data as teacher
+    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                   rms_norm_eps=1e-5, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    root = tmp_path_factory.mktemp("tiny")
+    model.save_pretrained(root / "hf", safe_serialization=True)
+    shutil.copy(int4_bundle / "tokenizer.json", root / "hf" / "tokenizer.json")
+    (root / "hf" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    bundle, _ = export_bundle(root / "hf", root / "bundle", quant="fp32", cuts="2")
+    m = edgedec.load(bundle, n_ctx=256)
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 400, size=120).tolist() for _ in range(40)]
+    arrays = teacher.collect(m, docs, ["code"] * 20 + ["prose"] * 20, exits=[2], window=120)
+    return load_source(root / "hf"), arrays, root

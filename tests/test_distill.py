@@ -1,18 +1,13 @@
 """Distillation (edgedec-distill): the torch draft layer is the model's own layer, training on a tiny random
 model's predictions raises the draft's acceptance, and an interrupted run resumes to the same weights."""
-import json
-import shutil
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="train extra: pip install 'edgedec[train]'")
 
 import edgedec  # noqa: E402
-from edgedec.export.bundle_writer import export_bundle  # noqa: E402
 from edgedec.export.sources import load_source  # noqa: E402
 from edgedec.runtimes.numpy_ref import NumpyLlama  # noqa: E402
-from edgedec_tools.distill import data as teacher  # noqa: E402
 from edgedec_tools.distill.designs import Layer, rms_norm  # noqa: E402
 from edgedec_tools.distill.train import DistillConfig, evaluate, new_draft, train  # noqa: E402
 
@@ -28,27 +23,6 @@ def test_draft_layer_is_the_models_layer(gguf_path):
     x = Layer(c, src, 0)(emb[ids][None], torch.arange(len(ids))[None])
     got = (rms_norm(x, torch.tensor(src.tensor("output_norm.weight")), c.rms_eps) @ emb.T)[0].detach().numpy()
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-5
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, int4_bundle):
-    """A tiny random llama (transformers), its fp32 bundle, and teacher data on random token documents."""
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                   rms_norm_eps=1e-5, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
-    root = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(root / "hf", safe_serialization=True)
-    shutil.copy(int4_bundle / "tokenizer.json", root / "hf" / "tokenizer.json")
-    (root / "hf" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
-    bundle, _ = export_bundle(root / "hf", root / "bundle", quant="fp32", cuts="2")
-    m = edgedec.load(bundle, n_ctx=256)
-    rng = np.random.default_rng(0)
-    docs = [rng.integers(0, 400, size=120).tolist() for _ in range(40)]
-    arrays = teacher.collect(m, docs, ["code"] * 20 + ["prose"] * 20, exits=[2], window=120)
-    return load_source(root / "hf"), arrays, root
 
 
 def small(**kw):

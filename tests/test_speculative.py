@@ -17,8 +17,9 @@ from edgedec_tools.prompts import code_prompts, writing_prompts
 from conftest import run_cli
 
 N_NEW = 32
-SETTINGS = [  # (mode, config): three fixed (E, k), lookup on and off, and the adaptive defaults
+SETTINGS = [  # (mode, config): three fixed (E, k), the trained draft, lookup on and off, the adaptive defaults
     ("self-spec", SelfSpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)),
+    ("self-spec", SelfSpecConfig(k_max=4, lookup=False, adaptive=False, threshold=0.0)),     # trained draft
     ("self-spec", SelfSpecConfig(exit_layer=12, k_max=4, lookup=True, adaptive=False)),
     ("self-spec", SelfSpecConfig(exit_layer=24, k_max=3, lookup=True, adaptive=False)),
     ("self-spec", SelfSpecConfig()),
@@ -62,7 +63,8 @@ def test_greedy_speculation_equals_plain(exact_model, kind):
         for mode, spec in SETTINGS:
             r = m.generate(ids, max_tokens=N_NEW, mode=mode, spec=spec)
             assert_same_tokens(m, ids, ref, r.tokens, f"{mode} {spec}")
-            t = totals.setdefault((mode, getattr(spec, "exit_layer", None), getattr(spec, "k_max", None)), [0, 0])
+            t = totals.setdefault((mode, getattr(spec, "exit_layer", None), getattr(spec, "k_max", None),
+                                   getattr(spec, "lookup", None)), [0, 0])
             t[0] += r.speculation["n_verify_calls"]
             t[1] += sum(r.speculation["accepted"].values())
     print(f"\n{kind}: (mode, E, k) -> [verify calls, accepted drafts] over 20 prompts: {totals}")
@@ -110,13 +112,21 @@ def sample_second_tokens(model, ids, mode, runs, spec=None):
     return out
 
 
-def test_sampling_distribution_matches_plain(exact_model):
+def test_default_bundle_ships_the_trained_draft(exact_model):
+    d = exact_model.bundle.manifest.drafts
+    assert d and d[0].design == "feature" and d[0].fingerprint == exact_model.bundle.manifest.model.fingerprint
+    assert exact_model.backend.drafter() is not None
+
+
+@pytest.mark.parametrize("drafter", ["exit 6", "trained draft"])
+def test_sampling_distribution_matches_plain(exact_model, drafter):
     """Chi-square homogeneity test (alpha = 0.001) of the second generated token (the first one produced by
     a speculative round: accepted draft or resampled residual) against plain sampling, 600 runs each."""
     m = exact_model
     m.reset()
     ids = m.encode_prompt("Write one word that describes the sea.")
-    spec = SelfSpecConfig(exit_layer=6, k_max=2, lookup=False, adaptive=False, threshold=0.0)
+    spec = SelfSpecConfig(exit_layer=6 if drafter == "exit 6" else None, k_max=2, lookup=False, adaptive=False,
+                          threshold=0.0)
     plain = sample_second_tokens(m, ids, "plain", 600)
     spec_tokens = sample_second_tokens(m, ids, "self-spec", 600, spec)
     vocab = sorted(set(plain) | set(spec_tokens))

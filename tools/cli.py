@@ -44,6 +44,8 @@ def distill(argv=None) -> int:
     p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
     p.add_argument("--design", default="feature", help="feature (EAGLE-style, default) or exit (Kangaroo-style)")
     p.add_argument("--exit-layer", type=int, default=6, help="exit design: the cut it drafts from (default 6)")
+    p.add_argument("--data", action="append", default=[], metavar="FILE",
+                   help="also train on this UTF-8 text file (repeatable; recorded in the draft's manifest entry)")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--vocab", type=int, default=8192, help="rows of the reduced draft head (default 8192)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

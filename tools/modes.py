@@ -3,7 +3,8 @@
 For each prompt set (HumanEval code, writingbench prose) and each run, every engine decodes every prompt:
 llama.cpp plain (flash attention, the bundle's GGUF), edgedec plain (one-row kernels), edgedec plain on the
 exact path, self-spec and lookup on the exact path (`--exact`: always speculate), and self-spec and lookup as
-`generate` runs them by default (auto: each call speculates, or decodes plainly on one-row kernels when what
+`generate` runs them by default (self-spec drafts with the bundle's trained draft when it has one, and then
+also runs once with the model's own exits, `--no-draft`, for comparison) (auto: each call speculates, or decodes plainly on one-row kernels when what
 earlier calls measured says speculation loses; `PathLedger`). Engines take turns prompt by prompt; each
 run's tok/s is total new tokens over total decode time, and the report gives medians over runs plus ratios to
 edgedec plain. Greedy, eos kept (each call's tokens equal one of the two plain paths', so they time the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +62,7 @@ def engines(bundle, threads: int):
     exact = load(bundle, threads=threads, n_ctx=2048, exact=True)
     peer = load(bundle, backend="llamacpp", threads=threads, n_ctx=2048)
     spec = exact.default_config("self-spec")
-    return fast, {
+    table = {
         "llama.cpp plain": (peer, "plain", None),
         "edgedec plain": (fast, "plain", None),
         "edgedec plain (exact path)": (exact, "plain", None),
@@ -68,7 +70,10 @@ def engines(bundle, threads: int):
         "edgedec lookup --exact": (exact, "lookup", None),
         "edgedec self-spec (auto)": (fast, "self-spec", spec),
         "edgedec lookup (auto)": (fast, "lookup", None),
-    }, spec
+    }
+    if fast.bundle.manifest.drafts:     # the trained draft's rows above; the model's own exits for comparison
+        table["edgedec self-spec, exits --exact"] = (exact, "self-spec", replace(spec, draft=False))
+    return fast, table, spec
 
 
 def main(a) -> None:

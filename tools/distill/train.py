@@ -47,6 +47,7 @@ class DistillConfig:
     feature_weight: float = 1.0    # feature design only
     soft: bool = True              # targets: the model's distribution over the reduced head (else its token)
     unroll: int = 2                # feature design: draft steps trained in a row
+    own_weight: float = 1.0        # feature design: loss weight of positions on the model's own greedy path
     seed: int = 0
     checkpoint_every: int = 100
     eval_positions: int = 300      # chained-acceptance positions per kind
@@ -79,7 +80,9 @@ def frequent_vocab(data, docs: list[int], n: int) -> np.ndarray:
 
 
 def batch(data, cfg: DistillConfig, docs: list[int], step: int):
-    """A batch of crops: (hidden, next ids, positions, target hidden, target tokens), as tensors."""
+    """A batch of crops: (hidden, next ids, positions, target hidden, target tokens, loss weights), as
+    tensors. A position weighs `own_weight` when its next token is the model's own greedy choice (where
+    speculation drafts: the model's own text), else 1."""
     rng = np.random.default_rng([cfg.seed, step])
     spans = documents(data)
     shift = 1 if cfg.design == "feature" else 0
@@ -92,28 +95,33 @@ def batch(data, cfg: DistillConfig, docs: list[int], step: int):
     source = data["final"] if cfg.design == "feature" else data[f"exit_{cfg.exit_layer}"]
     take = lambda arr, off: np.stack([arr[s + off:s + off + T] for s, _, _ in rows])        # noqa: E731
     pos = np.stack([np.arange(s - a, s - a + T) for s, a, _ in rows])
+    weight = np.ones(pos.shape, np.float32)
+    if shift:
+        weight[take(data["ids"], 1) == take(data["teacher"], 0)] = cfg.own_weight
     return (torch.tensor(take(source, 0).astype(np.float32)), torch.tensor(take(data["ids"], shift).astype(np.int64)),
             torch.tensor(pos), torch.tensor(take(data["final"], shift).astype(np.float32)),
-            torch.tensor(take(data["teacher"], shift).astype(np.int64)))
+            torch.tensor(take(data["teacher"], shift).astype(np.int64)), torch.tensor(weight))
 
 
-def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidden, target_tokens):
+def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidden, target_tokens, weight):
     eps = draft.cfg.rms_eps
     total = 0.0
     for step in range(cfg.unroll if cfg.design == "feature" else 1):
         if step:                                 # feed the predicted states back, one position on
             hidden, next_ids, pos = r[:, :-1], next_ids[:, 1:], pos[:, 1:]
-            target_hidden, target_tokens = target_hidden[:, 1:], target_tokens[:, 1:]
+            target_hidden, target_tokens, weight = target_hidden[:, 1:], target_tokens[:, 1:], weight[:, 1:]
         r, logits = draft(hidden, next_ids, pos)
         target_normed = rms_norm(target_hidden, draft.norm, eps)
         if cfg.soft:
             teacher = torch.softmax(target_normed @ draft.head.T, dim=-1)
-            total = total - (teacher * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+            per_position = -(teacher * torch.log_softmax(logits, dim=-1)).sum(-1)
         else:
-            total = total + F.cross_entropy(logits.flatten(0, 1), draft.reduced(target_tokens).flatten(),
-                                            ignore_index=-100)
+            per_position = F.cross_entropy(logits.transpose(1, 2), draft.reduced(target_tokens), ignore_index=-100,
+                                           reduction="none")
         if cfg.design == "feature" and cfg.feature_weight:
-            total = total + cfg.feature_weight * F.smooth_l1_loss(rms_norm(r, draft.norm, eps), target_normed)
+            feat = F.smooth_l1_loss(rms_norm(r, draft.norm, eps), target_normed, reduction="none").mean(-1)
+            per_position = per_position + cfg.feature_weight * feat
+        total = total + (per_position * weight).sum() / weight.sum()
     return total
 
 
