@@ -3,10 +3,12 @@ documents of an `edgedec-distill` run (every 10th document; code and prose promp
 greedy continuations).
 
     python bench/draft_acceptance.py [BUNDLE] --out distill     # after edgedec-distill --out distill
+    python bench/draft_acceptance.py [BUNDLE] --out distill --draft-file A.draft.npz [--draft-file B...]
 
 Rows: the untrained exits (the model's own head on the hidden state after layer E, full vocabulary and the
 8,192-token reduced head), and each trained design found in --out (its report.json holds the numbers the
-training run measured, before and after). `top1` is the share of positions where the draft's token is the
+training run measured, before and after), or each --draft-file, evaluated here on this --out's held-out
+documents (so drafts trained on different data are compared on the same text). `top1` is the share of positions where the draft's token is the
 full model's greedy token; `chained` (feature drafter) is the per-token acceptance drafting 4 tokens in a
 row from its own hidden states. Writes <out>/acceptance.json and prints a markdown table.
 """
@@ -43,11 +45,29 @@ def untrained_exits(data, src, vocab) -> dict:
     return rows
 
 
+def evaluate_file(path: Path, data, src) -> dict:
+    """A draft file's validation top-1 and chained acceptance on `data` (tools/distill/train.evaluate)."""
+    import torch
+    from edgedec.export.drafts import load_draft
+    from edgedec_tools.distill.designs import Draft
+    from edgedec_tools.distill.train import DistillConfig, evaluate
+    w = load_draft(path)
+    draft = Draft("feature", src.config, src, w.vocab)
+    with torch.no_grad():
+        draft.fc.copy_(torch.tensor(w.fc))
+        for n, v in w.layer.items():
+            draft.layer.w[n].copy_(torch.tensor(v))
+    row = evaluate(draft, data, DistillConfig(vocab_size=len(w.vocab)))
+    row["meta"] = {k: w.meta.get(k) for k in ("steps", "train_seconds", "data_tokens")}
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bundle", nargs="?")
     ap.add_argument("--out", default="distill")
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--draft-file", action="append", default=[], help="a draft file to evaluate (repeatable)")
     a = ap.parse_args()
     out = Path(a.out)
     data = dict(np.load(out / "teacher.npz"))
@@ -56,7 +76,9 @@ def main():
     vocab = frequent_vocab(data, split(data)[0], a.vocab)
     coverage = float(np.isin(data["teacher"], vocab).mean())
     table = untrained_exits(data, src, vocab)
-    for report in sorted(out.glob("*/report.json")):
+    for f in a.draft_file:
+        table[f"draft file {Path(f).name}"] = evaluate_file(Path(f), data, src)
+    for report in ([] if a.draft_file else sorted(out.glob("*/report.json"))):
         r = json.loads(report.read_text())
         c = r["config"]
         name = f"trained {c['design']}" + (f" (exit {c['exit_layer']})" if c["design"] == "exit" else "")

@@ -68,7 +68,28 @@ def ensure_default_bundle(path) -> Path:
         from edgedec.export.bundle_writer import export_bundle
         print(f"no default bundle yet; exporting the default model to {p} (about a minute, once)", file=sys.stderr)
         export_bundle(default_source(), p, progress=progress_bar)
+    elif _lacks_shipped_draft(p):
+        from edgedec.export.bundle_writer import export_bundle
+        print(f"the default bundle at {p} predates the trained draft; exporting it again (about a minute, once)",
+              file=sys.stderr)
+        export_bundle(default_source(), p, progress=progress_bar)
     return p
+
+
+def _lacks_shipped_draft(bundle: Path) -> bool:
+    """The default bundle was exported before bundles held drafts (it has no model fingerprint), and this
+    edgedec ships a draft for the default model. (A bundle exported with --no-draft is left alone.)"""
+    from edgedec.export.drafts import model_fingerprint
+    from edgedec.export.sources import load_source
+    from edgedec.models.known import DRAFTS
+    try:
+        m = manifest.read(bundle)
+        if m.drafts or m.model.fingerprint is not None or not any(DRAFTS.glob("*.draft.npz")):
+            return False
+    except EdgedecError:
+        return False                        # a broken bundle gets its own error when it is loaded
+    from edgedec.models.known import shipped_draft
+    return shipped_draft(model_fingerprint(load_source(default_source()))) is not None
 
 
 def _sampler(a):
@@ -220,6 +241,10 @@ def cmd_info(a) -> None:
     print(f"segments   {ranges} (+ head)")
     print(f"quant      {q.mode} (head {q.head}), worst tensor {q.worst.tensor} rel rms {q.worst.rel_rms or 0:.3g}")
     print(f"gguf       {m.gguf.file if m.gguf else 'none (llama.cpp backend unavailable)'}")
+    for d in m.drafts:
+        after = d.acceptance.get("after", {})
+        print(f"draft      {d.design}, head {d.vocab_size} tokens, {d.steps} steps on {d.data_tokens} tokens; "
+              f"validation top-1 code {after.get('code_top1', 0):.1%}, prose {after.get('prose_top1', 0):.1%}")
     print(f"drafts     {len(m.drafts)}, adapters {len(m.adapters)}, tuned self-spec {m.defaults.self_spec}")
 
 

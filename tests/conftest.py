@@ -49,29 +49,37 @@ def run_cli(*args, env=None, input=None):
                           text=True, env=env, input=input, timeout=600)
 
 
+def random_llama(**config):
+    """A randomly initialised transformers llama (seed 0, rms_norm_eps 1e-5); skips without torch."""
+    torch = pytest.importorskip("torch", reason="oracle extra: pip install 'edgedec[oracle]'")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(rms_norm_eps=1e-5, **config)).eval()
+
+
+def save_hf(model, folder: Path, int4_bundle: Path) -> Path:
+    """Save a transformers model as a Hugging Face folder, with the default model's tokenizer."""
+    import json
+    import shutil
+    model.save_pretrained(folder, safe_serialization=True)
+    shutil.copy(int4_bundle / "tokenizer.json", folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory, int4_bundle):
     """A tiny random llama (transformers), its fp32 bundle, and teacher data on random token documents."""
-    import json
-    import shutil
-
     import numpy as np
-    torch = pytest.importorskip("torch", reason="train extra: pip install 'edgedec[train]'")
-    transformers = pytest.importorskip("transformers")
-
     import edgedec
     from edgedec.export.bundle_writer import export_bundle
     from edgedec.export.sources import load_source
     from edgedec_tools.distill import data as teacher
-    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                   rms_norm_eps=1e-5, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = random_llama(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=True)
     root = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(root / "hf", safe_serialization=True)
-    shutil.copy(int4_bundle / "tokenizer.json", root / "hf" / "tokenizer.json")
-    (root / "hf" / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    save_hf(model, root / "hf", int4_bundle)
     bundle, _ = export_bundle(root / "hf", root / "bundle", quant="fp32", cuts="2")
     m = edgedec.load(bundle, n_ctx=256)
     rng = np.random.default_rng(0)

@@ -26,26 +26,29 @@ def test_draft_layer_is_the_models_layer(gguf_path):
 
 
 def small(**kw):
-    return DistillConfig(**{"steps": 150, "batch": 4, "seq": 64, "lr": 3e-3, "vocab_size": 256,
+    """A short run. Hard targets: a random model's next-token distributions are nearly flat, so its greedy
+    token is the only signal worth learning in 150 steps (soft targets are for real models)."""
+    return DistillConfig(**{"steps": 150, "batch": 4, "seq": 64, "lr": 3e-3, "vocab_size": 256, "soft": False,
                             "checkpoint_every": 20, "eval_positions": 20, **kw})
 
 
-@pytest.mark.parametrize("design, lr", [("feature", 3e-3), ("exit", 1e-3)])
-def test_distillation_lowers_validation_loss(tiny, design, lr):
-    """On held-out documents. The feature drafter starts from nothing and must rise well above chance;
-    the exit adapter starts as the model's own next layer, which already agrees with the model on most
-    of this tiny model's tokens, and must not lose that."""
+@pytest.mark.parametrize("design, lr, unroll", [("feature", 3e-3, 1), ("feature", 3e-3, 2), ("exit", 1e-3, 1)])
+def test_distillation_lowers_validation_loss(tiny, design, lr, unroll):
+    """On held-out documents. The feature drafter starts from nothing and must rise well above chance
+    (trained one step at a time; trained two steps in a row, the default, it learns more slowly in 150
+    steps and must at least lower its loss); the exit adapter starts as the model's own next layer, which
+    already agrees with the model on most of this tiny model's tokens, and must not lose that."""
     src, arrays, root = tiny
-    cfg = small(design=design, exit_layer=2, lr=lr)
+    cfg = small(design=design, exit_layer=2, lr=lr, unroll=unroll)
     before = evaluate(new_draft(arrays, src, cfg), arrays, cfg)
-    after = evaluate(train(arrays, src, cfg, root / design), arrays, cfg)
-    print(f"\n{design}: {before} -> {after}")
+    after = evaluate(train(arrays, src, cfg, root / f"{design}-{unroll}"), arrays, cfg)
+    print(f"\n{design} unroll {unroll}: {before} -> {after}")
     for kind in ("code", "prose"):
         assert after[kind]["ce"] < before[kind]["ce"] - 0.1
-        if design == "feature":
-            assert after[kind]["top1"] > before[kind]["top1"] + 0.15
-        else:
+        if design == "exit":
             assert after[kind]["top1"] > before[kind]["top1"] - 0.03
+        elif unroll == 1:
+            assert after[kind]["top1"] > before[kind]["top1"] + 0.15
 
 
 def test_interrupted_distillation_resumes_to_the_same_weights(tiny, tmp_path):

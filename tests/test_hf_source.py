@@ -5,14 +5,13 @@ Odd sizes on purpose (hidden 80, ffn 144: not multiples of the 32-wide quantizat
 head, a rope_theta that is not the default (transformers 5 writes it under `rope_parameters`), and linear weights put on a 4-bit grid per block of 32 (as a Q4_1 GGUF stores them), so the exact
 int4 path with its block-sum correction and padding runs as well as the re-quantizing one.
 """
-import json
-import shutil
-
 import numpy as np
 import pytest
 
 import edgedec
 from edgedec.export.bundle_writer import export_bundle
+
+from conftest import random_llama, save_hf
 
 PROMPT = [1, 504, 2714, 314, 260, 8421, 30, 216, 9, 4218, 2, 17, 5, 3]
 
@@ -30,21 +29,16 @@ def _on_4bit_grid(w):
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory, int4_bundle):
-    torch = pytest.importorskip("torch", reason="oracle extra: pip install 'edgedec[oracle]'")
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=80, intermediate_size=144, num_hidden_layers=3,
-                                   num_attention_heads=5, num_key_value_heads=1, max_position_embeddings=512,
-                                   rms_norm_eps=1e-5, rope_theta=50000.0, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    model = random_llama(vocab_size=49152, hidden_size=80, intermediate_size=144, num_hidden_layers=3,
+                         num_attention_heads=5, num_key_value_heads=1, max_position_embeddings=512,
+                         rope_theta=50000.0, tie_word_embeddings=False)
+    import torch
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("proj.weight"):
                 p.copy_(_on_4bit_grid(p))
     d = tmp_path_factory.mktemp("hf") / "tiny-llama"
-    model.save_pretrained(d, safe_serialization=True)
-    shutil.copy(int4_bundle / "tokenizer.json", d / "tokenizer.json")
-    (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    save_hf(model, d, int4_bundle)
     with torch.no_grad():
         ref = model(torch.tensor([PROMPT])).logits[0].numpy()
     return d, ref

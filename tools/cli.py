@@ -46,7 +46,7 @@ def distill(argv=None) -> int:
     p.add_argument("--exit-layer", type=int, default=6, help="exit design: the cut it drafts from (default 6)")
     p.add_argument("--data", action="append", default=[], metavar="FILE",
                    help="also train on this UTF-8 text file (repeatable; recorded in the draft's manifest entry)")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=900, help="training steps (default 900)")
     p.add_argument("--vocab", type=int, default=8192, help="rows of the reduced draft head (default 8192)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--out", default="distill", help="folder for teacher data, checkpoints and reports")

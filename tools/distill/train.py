@@ -40,14 +40,13 @@ class DistillConfig:
     design: str = "feature"
     exit_layer: int = 6            # exit design: the cut the adapter sits on
     vocab_size: int = 8192         # rows of the reduced draft head
-    steps: int = 1500
+    steps: int = 900
     batch: int = 8
     seq: int = 256
     lr: float = 5e-4
     feature_weight: float = 1.0    # feature design only
     soft: bool = True              # targets: the model's distribution over the reduced head (else its token)
     unroll: int = 2                # feature design: draft steps trained in a row
-    own_weight: float = 1.0        # feature design: loss weight of positions on the model's own greedy path
     seed: int = 0
     checkpoint_every: int = 100
     eval_positions: int = 300      # chained-acceptance positions per kind
@@ -80,9 +79,7 @@ def frequent_vocab(data, docs: list[int], n: int) -> np.ndarray:
 
 
 def batch(data, cfg: DistillConfig, docs: list[int], step: int):
-    """A batch of crops: (hidden, next ids, positions, target hidden, target tokens, loss weights), as
-    tensors. A position weighs `own_weight` when its next token is the model's own greedy choice (where
-    speculation drafts: the model's own text), else 1."""
+    """A batch of crops: (hidden, next ids, positions, target hidden, target tokens), as tensors."""
     rng = np.random.default_rng([cfg.seed, step])
     spans = documents(data)
     shift = 1 if cfg.design == "feature" else 0
@@ -95,21 +92,18 @@ def batch(data, cfg: DistillConfig, docs: list[int], step: int):
     source = data["final"] if cfg.design == "feature" else data[f"exit_{cfg.exit_layer}"]
     take = lambda arr, off: np.stack([arr[s + off:s + off + T] for s, _, _ in rows])        # noqa: E731
     pos = np.stack([np.arange(s - a, s - a + T) for s, a, _ in rows])
-    weight = np.ones(pos.shape, np.float32)
-    if shift:
-        weight[take(data["ids"], 1) == take(data["teacher"], 0)] = cfg.own_weight
     return (torch.tensor(take(source, 0).astype(np.float32)), torch.tensor(take(data["ids"], shift).astype(np.int64)),
             torch.tensor(pos), torch.tensor(take(data["final"], shift).astype(np.float32)),
-            torch.tensor(take(data["teacher"], shift).astype(np.int64)), torch.tensor(weight))
+            torch.tensor(take(data["teacher"], shift).astype(np.int64)))
 
 
-def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidden, target_tokens, weight):
+def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidden, target_tokens):
     eps = draft.cfg.rms_eps
     total = 0.0
     for step in range(cfg.unroll if cfg.design == "feature" else 1):
         if step:                                 # feed the predicted states back, one position on
             hidden, next_ids, pos = r[:, :-1], next_ids[:, 1:], pos[:, 1:]
-            target_hidden, target_tokens, weight = target_hidden[:, 1:], target_tokens[:, 1:], weight[:, 1:]
+            target_hidden, target_tokens = target_hidden[:, 1:], target_tokens[:, 1:]
         r, logits = draft(hidden, next_ids, pos)
         target_normed = rms_norm(target_hidden, draft.norm, eps)
         if cfg.soft:
@@ -121,7 +115,7 @@ def loss_fn(draft: Draft, cfg: DistillConfig, hidden, next_ids, pos, target_hidd
         if cfg.design == "feature" and cfg.feature_weight:
             feat = F.smooth_l1_loss(rms_norm(r, draft.norm, eps), target_normed, reduction="none").mean(-1)
             per_position = per_position + cfg.feature_weight * feat
-        total = total + (per_position * weight).sum() / weight.sum()
+        total = total + per_position.mean()
     return total
 
 
