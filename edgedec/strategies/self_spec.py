@@ -1,7 +1,7 @@
 """`--mode self-spec`: draft with the model itself, verify with the whole model, lossless.
 
-With a trained draft in the bundle (edgedec-distill; draft.py) the rounds draft with it. Without one, they
-draft with the model's own first layers and verify with the rest (LayerSkip-style self-speculation):
+Two drafters: the bundle's trained draft, when it has one (edgedec-distill; draft.py), and the model's own
+first layers, verified by the rest (LayerSkip-style self-speculation), described here:
 
 The draft's hidden states and its KV for layers[0:E] are the verifier's too: verification runs only
 layers[E:L], on the hidden states the draft already computed. One round, drafting k tokens after the last
@@ -69,7 +69,7 @@ def self_spec(runner: LayeredRunner, new_tokens: list[int], sample, history: lis
     cfg = cfg or SelfSpecConfig()
     stats = stats if stats is not None else SpecStats()
     drafter = runner.drafter() if cfg.draft and cfg.exit_layer is None else None
-    exits = [] if drafter else [cfg.exit_layer] if cfg.exit_layer is not None else runner.cuts[:-1]  # last cut: L
+    exits = [cfg.exit_layer] if cfg.exit_layer is not None else runner.cuts[:-1]   # the last cut is L
     costs = CostModel(runner.config.n_layers, exits, cfg.k_max, adaptive=cfg.adaptive, free_rows=runner.min_rows,
                       draft=drafter is not None)
     x = sample(runner.forward(new_tokens)[-1], history)

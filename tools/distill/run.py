@@ -9,6 +9,7 @@ the file `edgedec export --draft FILE` puts into a bundle (export/drafts.py).
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def main(a) -> None:
     if cfg.design == "feature":
         from edgedec.export.drafts import model_fingerprint
         from .data import SOURCES
-        path = out / cfg.design / f"{model.bundle.manifest.model.name}.draft.npz"
+        path = out / cfg.design / f"{re.sub(r'[^A-Za-z0-9.]+', '-', model.bundle.manifest.model.name)}.draft.npz"
         meta = {"design": cfg.design, "model": model.bundle.manifest.model.name, "fingerprint": model_fingerprint(src),
                 "data": list(SOURCES) + [f"--data {Path(f).name}" for f in a.data], "data_tokens": int(len(data["ids"])), "steps": cfg.steps,
                 "train_seconds": round(seconds, 1), "acceptance": {"before": summary(before), "after": summary(after)}}
