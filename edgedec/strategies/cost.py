@@ -101,8 +101,9 @@ class CostModel:
     def draft_time(self, exit_layer: int) -> float:
         if exit_layer in self.t_draft:
             return self.t_draft[exit_layer]
-        if self.t_draft:                                   # scale a measured exit by depth
-            e, t = next(iter(self.t_draft.items()))
+        exits = [(e, t) for e, t in self.t_draft.items() if e != "draft"]
+        if exits:                                          # scale a measured exit by depth
+            e, t = exits[0]
             return t * (exit_layer + 2) / (e + 2)           # +2: the head costs about two layers
         return self.t_plain * (exit_layer + 2) / (self.n_layers + 2)
 
