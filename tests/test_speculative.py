@@ -222,3 +222,16 @@ def test_auto_call_equals_the_plain_path_it_took(exact_model, int4_bundle, path)
     assert r.speculation["path"] == path
     assert (r.speculation["n_verify_calls"] > 0) == (path == "speculate")
     assert_same_tokens(exact_model, ids, ref, r.tokens, f"auto, {path}")
+
+
+@pytest.mark.parametrize("good", ["draft", "self"])
+def test_cost_model_weighs_the_trained_draft_against_the_exits(good):
+    """With a trained draft and exits both on offer, the round goes to whichever measured better."""
+    c = CostModel(30, [6, 12], 4, free_rows=2, draft=True, t_plain=0.01, warmup=0)
+    c.observe_draft("draft", 0.0004)
+    c.observe_draft(6, 0.003)
+    for _ in range(30):
+        c.observe_accept("draft", 4, 3 if good == "draft" else 0)
+        for e in (6, 12):
+            c.observe_accept(e, 4, 3 if good == "self" else 0)
+    assert c.choose(0, 0)[0] == good
