@@ -47,17 +47,10 @@ def untrained_exits(data, src, vocab) -> dict:
 
 def evaluate_file(path: Path, data, src) -> dict:
     """A draft file's validation top-1 and chained acceptance on `data` (tools/distill/train.evaluate)."""
-    import torch
     from edgedec.export.drafts import load_draft
-    from edgedec_tools.distill.designs import Draft
-    from edgedec_tools.distill.train import DistillConfig, evaluate
+    from edgedec_tools.distill.train import DistillConfig, evaluate, from_weights
     w = load_draft(path)
-    draft = Draft("feature", src.config, src, w.vocab)
-    with torch.no_grad():
-        draft.fc.copy_(torch.tensor(w.fc))
-        for n, v in w.layer.items():
-            draft.layer.w[n].copy_(torch.tensor(v))
-    row = evaluate(draft, data, DistillConfig(vocab_size=len(w.vocab)))
+    row = evaluate(from_weights(w, src), data, DistillConfig(vocab_size=len(w.vocab)))
     row["meta"] = {k: w.meta.get(k) for k in ("steps", "train_seconds", "data_tokens")}
     return row
 

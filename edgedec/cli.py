@@ -81,14 +81,13 @@ def _lacks_shipped_draft(bundle: Path) -> bool:
     edgedec ships a draft for the default model. (A bundle exported with --no-draft is left alone.)"""
     from edgedec.export.drafts import model_fingerprint
     from edgedec.export.sources import load_source
-    from edgedec.models.known import DRAFTS
+    from edgedec.models.known import DRAFTS, shipped_draft
     try:
         m = manifest.read(bundle)
         if m.drafts or m.model.fingerprint is not None or not any(DRAFTS.glob("*.draft.npz")):
             return False
     except EdgedecError:
         return False                        # a broken bundle gets its own error when it is loaded
-    from edgedec.models.known import shipped_draft
     return shipped_draft(model_fingerprint(load_source(default_source()))) is not None
 
 

@@ -9,7 +9,7 @@ A draft file (`*.draft.npz`) holds fp16 weights and a JSON record:
                       acceptance before and after training
 
 The head itself is not stored: it is the model's own final norm and the rows `vocab` of its LM head, taken
-from the model at export. So the file is the trained part only (about 8 MB for SmolLM2-135M).
+from the model at export, so the file holds only the trained part.
 
 The graph (feature design, EAGLE-style; tools/distill/designs.py has the torch twin):
 
@@ -41,7 +41,6 @@ from .graphs import Builder, _embedding, _model, _rope_cache, decoder_layer, hea
 
 LAYER_NAMES = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
                "ffn_down")
-SUFFIX = ".draft.npz"
 
 
 def model_fingerprint(src) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
+
+import numpy as np
 
 from edgedec.errors import SourceError
 
@@ -28,9 +31,6 @@ DRAFTS = Path(__file__).parent / "drafts"
 
 def shipped_draft(fingerprint: str) -> Path | None:
     """The trained draft kept in the repository for the model with this fingerprint (models/drafts), if any."""
-    import json
-
-    import numpy as np
     for f in sorted(DRAFTS.glob("*.draft.npz")):
         with np.load(f) as z:
             if json.loads(str(z["meta"])).get("fingerprint") == fingerprint:

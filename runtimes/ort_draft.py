@@ -39,7 +39,7 @@ class OrtDrafter:
         """The full model's hidden states [S, H] for positions position..position+S-1."""
         if position > self.fed + len(self.pending) or position < self.fed:   # a gap, or a rewrite of read states
             self.reset(position)
-        self.pending = np.concatenate([self.pending[: position - self.fed], hidden.astype(np.float32)])
+        self.pending = np.concatenate([self.pending[: position - self.fed], np.asarray(hidden, np.float32)])
 
     def truncate(self, n: int) -> None:
         """Forget positions from n on."""
@@ -73,10 +73,7 @@ class OrtDrafter:
         logits over its vocabulary for the last row [N]."""
         if self.cache is None:
             self._bind()
-        n, past = hidden.shape[1], self.cache.offset[0]
-        if self.origin + past + n > self.n_ctx:      # the draft's cache is full: start it again here
-            self.reset(self.fed)
-            past = 0
+        n, past = hidden.shape[1], self.cache.offset[0]    # positions stay below n_ctx (draft_round keeps k short)
         self.seqlens[0], self.total[()] = past + n - 1, past + n
         self.io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
         self.io.bind_cpu_input("next_ids", np.asarray(next_ids, np.int64).reshape(1, -1))

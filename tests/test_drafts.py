@@ -18,7 +18,7 @@ from edgedec.runtimes.onnxruntime import _session  # noqa: E402
 from edgedec.runtimes.ort_draft import OrtDrafter  # noqa: E402
 from edgedec.strategies import SelfSpecConfig  # noqa: E402
 from edgedec_tools.distill.run import read_texts  # noqa: E402
-from edgedec_tools.distill.train import DistillConfig, train, weights  # noqa: E402
+from edgedec_tools.distill.train import DistillConfig, from_weights, train, weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,8 @@ def test_exported_draft_graph_matches_its_torch_module(tiny, tiny_draft, tmp_pat
     """fp32 graph vs torch, within 1e-4: six rows in one call, then two rows one at a time through the
     draft's own KV cache (OrtDrafter), against torch on all eight rows at once."""
     src, arrays, _ = tiny
-    draft, path = tiny_draft
-    w = load_draft(path)
-    with torch.no_grad():            # the torch module with the file's (fp16-rounded) weights
-        draft.fc.copy_(torch.tensor(w.fc))
-        for n, v in w.layer.items():
-            draft.layer.w[n].copy_(torch.tensor(v))
+    w = load_draft(tiny_draft[1])
+    draft = from_weights(w, src)     # the torch module with the file's (fp16-rounded) weights
     model, _ = build_draft(src, w, "fp32", 256)
     onnx.save_model(model, str(tmp_path / "draft.onnx"))
     drafter = OrtDrafter(_session(tmp_path / "draft.onnx", 2, "CPUExecutionProvider"), w.vocab, src.config, 256)

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgedec.sampling import probabilities
 
-from .rounds import Step, accept, plain_step
+from .rounds import Step, accept, plain_step, top_probability
 
 
 def draft_round(runner, drafter, x: int, k: int, threshold: float, sample, history: list[int], costs,
@@ -38,10 +38,7 @@ def draft_round(runner, drafter, x: int, k: int, threshold: float, sample, histo
         hidden, logits = drafter.step(hidden, next_ids)
         hidden = hidden[:, -1:]
         if sample.cfg.greedy:
-            row = int(np.argmax(logits))
-            token, q = int(drafter.vocab[row]), None
-            z = np.exp(logits - logits[row])
-            top = float(1.0 / z.sum())
+            token, top, q = int(drafter.vocab[int(np.argmax(logits))]), top_probability(logits), None
         else:
             full = np.full(runner.config.vocab, -np.inf, np.float32)
             full[drafter.vocab] = logits

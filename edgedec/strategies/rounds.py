@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Step:
@@ -51,6 +53,11 @@ class SpecStats:
                 "n_verify_calls": self.n_verify_calls, "n_plain_steps": self.n_plain_steps, "path": self.path,
                 "drafted": dict(self.drafted), "accepted": dict(self.accepted),
                 "exit_layers": {str(k): v for k, v in self.exit_layers.items()}}
+
+
+def top_probability(logits: np.ndarray) -> float:
+    """The largest probability of softmax(logits): how sure a greedy drafter is of its token."""
+    return float(1.0 / np.exp(logits - logits.max()).sum())
 
 
 def plain_step(runner, x: int, sample, history: list[int], costs, stats: SpecStats) -> Step:

@@ -15,7 +15,8 @@ emitted token x (not yet in the cache):
 
 Each round the cost model (cost.py) picks the plan with the highest expected tokens per second: a plain
 step, a lookup round (lookup.py; free drafts from the context, when `lookup` is on), a trained-draft round
-of k tokens, or a self-draft round at (E, k). Rejection sampling makes the output distribution exactly the full model's; greedy output
+of k tokens, or a self-draft round at (E, k). Rejection sampling makes the output distribution exactly the
+full model's; greedy output
 equals plain greedy decoding on the same row path (runtimes/contract.py, "Row paths").
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from edgedec.sampling import probabilities
 from .cost import CostModel
 from .draft import draft_round
 from .lookup import LookupConfig, lookup_round, propose
-from .rounds import SpecStats, Step, accept, plain_step
+from .rounds import SpecStats, Step, accept, plain_step, top_probability
 
 PROBE_EVERY = 8     # every 8th self-draft round also measures the other exit layers' agreement
 
@@ -110,7 +111,7 @@ def self_round(runner, x, exit_layer, k, cfg, sample, history, costs, stats, pro
         hidden.append(_numpy(h))
         logits = runner.head(hidden[-1])[0]
         if sample.cfg.greedy:
-            token, top, q = int(np.argmax(logits)), _top_prob(logits), None
+            token, top, q = int(np.argmax(logits)), top_probability(logits), None
         else:
             q = probabilities(logits, sample.cfg, hist)
             token, top = sample.draw(q), float(q.max())
@@ -155,8 +156,3 @@ def _file(taps: dict, tapped: dict) -> None:
 
 def _numpy(h) -> np.ndarray:
     return h if isinstance(h, np.ndarray) else h.numpy()
-
-
-def _top_prob(logits: np.ndarray) -> float:
-    z = logits - logits.max()
-    return float(1.0 / np.exp(z).sum())

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgedec.export.drafts import LAYER_NAMES
+
 DESIGNS = ("feature", "exit")
 
 
@@ -43,7 +45,7 @@ def rope_interleaved(x: torch.Tensor, positions: torch.Tensor, base: float) -> t
 class Layer(nn.Module):
     """One llama decoder layer (GQA, SwiGLU), initialised from the base model's layer `index`."""
 
-    NAMES = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+    NAMES = LAYER_NAMES
 
     def __init__(self, cfg, src, index: int):
         super().__init__()

@@ -90,9 +90,11 @@ def main(a) -> None:
         from edgedec.export.drafts import model_fingerprint
         from .data import SOURCES
         path = out / cfg.design / f"{re.sub(r'[^A-Za-z0-9.]+', '-', model.bundle.manifest.model.name)}.draft.npz"
-        meta = {"design": cfg.design, "model": model.bundle.manifest.model.name, "fingerprint": model_fingerprint(src),
-                "data": list(SOURCES) + [f"--data {Path(f).name}" for f in a.data], "data_tokens": int(len(data["ids"])), "steps": cfg.steps,
-                "train_seconds": round(seconds, 1), "acceptance": {"before": summary(before), "after": summary(after)}}
+        meta = {"design": cfg.design, "model": model.bundle.manifest.model.name,
+                "fingerprint": model_fingerprint(src),
+                "data": list(SOURCES) + [f"--data {Path(f).name}" for f in a.data],
+                "data_tokens": int(len(data["ids"])), "steps": cfg.steps, "train_seconds": round(seconds, 1),
+                "acceptance": {"before": summary(before), "after": summary(after)}}
         weights(draft, meta).save(path)
         print(f"draft written to {path}; put it into a bundle with: edgedec export --draft {path}", file=sys.stderr)
     for name in after:

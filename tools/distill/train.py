@@ -238,6 +238,16 @@ def summary(result: dict) -> dict:
             if k in ("top1", "chained")}
 
 
+def from_weights(w, src) -> Draft:
+    """A torch feature draft holding a draft file's weights (the inverse of `weights`)."""
+    draft = Draft("feature", src.config, src, w.vocab)
+    with torch.no_grad():
+        draft.fc.copy_(torch.tensor(w.fc))
+        for n, v in w.layer.items():
+            draft.layer.w[n].copy_(torch.tensor(v))
+    return draft
+
+
 def weights(draft: Draft, meta: dict):
     """The trained part of a feature draft as a draft file's contents (export/drafts.py)."""
     from edgedec.export.drafts import LAYER_NAMES, DraftWeights
