@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .bundle import default_bundle_path, read_bundle
 from .errors import EdgedecError, ModeError
+from .kvcache import KVConfig
 from .session import Response, Result, Session, SessionStats  # noqa: F401  (the records)
 from .strategies import MODES
 from .tokenizer import Tokenizer
@@ -24,38 +25,49 @@ BACKENDS = ("onnxruntime", "llamacpp")
 
 
 def load(bundle: str | Path | None = None, backend: str = "onnxruntime", threads: int = 2,
-         n_ctx: int = 2048, verify: bool = True, exact: bool | None = None) -> "Model":
+         n_ctx: int = 2048, verify: bool = True, exact: bool | None = None, kv: str = "fp32",
+         kv_window: int | None = None, kv_sinks: int | None = None) -> "Model":
     """Load a bundle (default: the default model's) on a backend. See `Model`."""
-    return Model(bundle, backend=backend, threads=threads, n_ctx=n_ctx, verify=verify, exact=exact)
+    return Model(bundle, backend=backend, threads=threads, n_ctx=n_ctx, verify=verify, exact=exact, kv=kv,
+                 kv_window=kv_window, kv_sinks=kv_sinks)
 
 
-def _engine(bundle, backend: str, threads: int, n_ctx: int):
+def _engine(bundle, backend: str, threads: int, n_ctx: int, kv: KVConfig):
     if backend == "onnxruntime":
         from edgedec.runtimes.onnxruntime import OrtEngine
-        return OrtEngine(bundle, threads=threads)
+        return OrtEngine(bundle, threads=threads, kv=kv)
     if backend == "llamacpp":
         from edgedec.runtimes.llamacpp import LlamaCppEngine
-        return LlamaCppEngine(bundle, threads=threads, n_ctx=n_ctx)
+        return LlamaCppEngine(bundle, threads=threads, n_ctx=n_ctx, kv=kv)
     raise ModeError(f"$backend '{backend}' is unknown; choose one of {', '.join(BACKENDS)}")
 
 
 class Model:
     def __init__(self, bundle=None, backend: str = "onnxruntime", threads: int = 2, n_ctx: int = 2048,
-                 verify: bool = True, exact: bool | None = None):
-        """n_ctx: positions each session's cache holds. exact: the row path of speculative calls
+                 verify: bool = True, exact: bool | None = None, kv: str = "fp32", kv_window: int | None = None,
+                 kv_sinks: int | None = None):
+        """n_ctx: positions each session's cache holds. kv: the cache type (fp32, fp16, int8, int4);
+        kv_window, kv_sinks: when the cache is full, keep its first kv_sinks (default 4) and last kv_window
+        positions, and go on (kvcache.py). exact: the row path of speculative calls
         (strategies/path.py): True always speculates with every step on the many-row kernels, so that
         one-token steps and batched verification agree bit for bit; False speculates with plain steps on
         one-row kernels; None (auto) lets each session decide per call from what it measured."""
         if threads < 1:
             raise EdgedecError("$threads must be at least 1")
+        self.kv = KVConfig(kv, kv_window, kv_sinks).check(n_ctx)
         self.bundle = read_bundle(bundle or default_bundle_path(), verify_checksums=verify)
         self.tokenizer = Tokenizer(self.bundle)
-        self.engine = _engine(self.bundle, backend, threads, n_ctx)
+        self.engine = _engine(self.bundle, backend, threads, n_ctx, self.kv)
         self.backend_name = backend
         self.n_ctx = n_ctx
         self.exact = exact
         self._default: Session | None = None
         self.engine.runner(n_ctx)        # check n_ctx against the model now, not at the first session
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """Cache bytes one position takes with this model's cache type."""
+        return self.engine.kv_bytes_per_token
 
     def session(self) -> Session:
         """A new conversation on this model, with an empty KV cache."""

@@ -22,7 +22,8 @@ FLAGS = {"n_ctx": "--ctx", "threads": "--threads", "max_tokens": "--max-tokens",
          "backend": "--backend", "exit_layer": "--exit-layer", "k_max": "--draft-len", "max_draft": "--draft-len",
          "threshold": "--threshold", "temperature": "--temp", "top_k": "--top-k",
          "top_p": "--top-p", "min_p": "--min-p", "repetition_penalty": "--repeat-penalty", "window": "--window",
-         "quant": "--quant", "cuts": "--cuts", "draft": "--draft"}
+         "quant": "--quant", "cuts": "--cuts", "draft": "--draft", "kv": "--kv", "kv_window": "--kv-window",
+         "kv_sinks": "--kv-sinks"}
 # speculation flags -> the config field they set, per mode
 SPEC_FLAGS = {"exit_layer": "exit_layer", "draft_len": {"self-spec": "k_max", "lookup": "max_draft"},
               "threshold": "threshold", "lookup": "lookup", "draft": "draft", "adaptive": "adaptive"}
@@ -52,7 +53,8 @@ def cmd_export(a) -> None:
     else:
         out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
     draft = None if a.no_draft else a.draft or "auto"
-    path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar, draft=draft)
+    path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar, draft=draft,
+                                  kv_text=a.kv_text)
     w = written.quant.worst
     if w.tensor:
         print(f"worst quantization error: {w.tensor}: max |dw| {w.max_abs:.3g}, "
@@ -68,12 +70,22 @@ def ensure_default_bundle(path) -> Path:
         from edgedec.export.bundle_writer import export_bundle
         print(f"no default bundle yet; exporting the default model to {p} (about a minute, once)", file=sys.stderr)
         export_bundle(default_source(), p, progress=progress_bar)
-    elif _lacks_shipped_draft(p):
+    elif _outdated(p):
         from edgedec.export.bundle_writer import export_bundle
-        print(f"the default bundle at {p} predates the trained draft; exporting it again (about a minute, once)",
-              file=sys.stderr)
+        print(f"the default bundle at {p} predates trained drafts or KV calibration; exporting it again "
+              "(about a minute, once)", file=sys.stderr)
         export_bundle(default_source(), p, progress=progress_bar)
     return p
+
+
+def _outdated(bundle: Path) -> bool:
+    """The default bundle lacks what export now writes: calibrated KV ranges, or the shipped draft."""
+    try:
+        if manifest.read(bundle).kv is None:
+            return True
+    except EdgedecError:
+        return False                        # a broken bundle gets its own error when it is loaded
+    return _lacks_shipped_draft(bundle)
 
 
 def _lacks_shipped_draft(bundle: Path) -> bool:
@@ -97,10 +109,11 @@ def _sampler(a):
                          repetition_penalty=a.repeat_penalty, seed=a.seed)
 
 
-def _load(a):
+def _load(a, window: int | None = None):
+    """The model the flags describe; `window`: the eviction window when --kv-window is not given."""
     from .api import load
     return load(ensure_default_bundle(a.bundle), backend=a.backend, threads=a.threads, n_ctx=a.ctx,
-                exact=getattr(a, "exact", None))
+                exact=getattr(a, "exact", None), kv=a.kv, kv_window=a.kv_window or window, kv_sinks=a.kv_sinks)
 
 
 def _spec(a, model):
@@ -147,7 +160,7 @@ def cmd_generate(a) -> None:
         raise EdgedecError("empty prompt: pass -p TEXT or pipe text on stdin")
     model = _load(a)
     kw = dict(system=a.system, chat=not a.raw, max_tokens=a.max_tokens, sampler=_sampler(a), stop=tuple(a.stop),
-              mode=a.mode, spec=_spec(a, model))
+              mode=a.mode, spec=_spec(a, model), ignore_eos=a.ignore_eos)
     session = model.session()
     if a.json:
         r = session.generate(prompt, **kw)
@@ -162,14 +175,17 @@ def cmd_generate(a) -> None:
         print(r.text, end="", flush=True)
     print()
     print(f"[{r.n_prompt_tokens} prompt tokens at {r.prefill_tok_s:.0f} tok/s, "
-          f"{r.n_new_tokens} new at {r.decode_tok_s:.1f} tok/s, {r.finish_reason}]", file=sys.stderr)
+          f"{r.n_new_tokens} new at {r.decode_tok_s:.1f} tok/s, {r.finish_reason}; "
+          f"KV {session.backend.kv_bytes / 1e6:.1f} MB, {model.kv_bytes_per_token:.0f} B/token]", file=sys.stderr)
     if a.mode != "plain":
         print(f"[tokens from: {_sources_line(sources)}; {_spec_line(session.last_stats.to_dict())}]",
               file=sys.stderr)
 
 
 def cmd_chat(a) -> None:
-    model = _load(a)
+    # chat never stops at a full context: unless told otherwise it evicts down to half of it, as llama.cpp's
+    # context shift does (the llama.cpp backend cannot evict: there a full context ends the answer)
+    model = _load(a, window=a.ctx // 2 if a.backend == "onnxruntime" else None)
     session = model.session()
     spec = _spec(a, model)
     system = a.system
@@ -197,8 +213,10 @@ def cmd_chat(a) -> None:
                 print("(no answer yet)", file=sys.stderr)
             else:
                 st = session.stats
-                print(f"turns {totals['turns']}, context {st.context_tokens}/{st.n_ctx} tokens "
-                      f"({st.cache_bytes / 1e6:.0f} MB of KV cache), "
+                evicted = f", {st.evicted} evicted" if st.evicted else ""
+                print(f"turns {totals['turns']}, context {st.context_tokens} tokens{evicted} (cache of {st.n_ctx}), "
+                      f"KV {st.kv_bytes / 1e6:.1f} MB in use of {st.cache_bytes / 1e6:.0f} MB, "
+                      f"{st.kv_bytes_per_token:.0f} B/token ({model.kv.type}), "
                       f"last answer: {r.n_new_tokens} tokens at {r.decode_tok_s:.1f} tok/s, "
                       f"prompt {r.n_prompt_tokens} tokens at {r.prefill_tok_s:.0f} tok/s", file=sys.stderr)
                 print(f"tokens of the last answer from: {_sources_line(totals['sources'])}", file=sys.stderr)
@@ -244,6 +262,8 @@ def cmd_info(a) -> None:
         after = d.acceptance.get("after", {})
         print(f"draft      {d.design}, head {d.vocab_size} tokens, {d.steps} steps on {d.data_tokens} tokens; "
               f"validation top-1 code {after.get('code_top1', 0):.1%}, prose {after.get('prose_top1', 0):.1%}")
+    if m.kv:
+        print(f"kv ranges  calibrated on {m.kv.tokens} tokens of {m.kv.text} (int8/int4 caches)")
     print(f"drafts     {len(m.drafts)}, adapters {len(m.adapters)}, tuned self-spec {m.defaults.self_spec}")
 
 
@@ -267,6 +287,10 @@ def _add_model_args(p, gen=True):
                    help="onnxruntime (default) or llamacpp")
     p.add_argument("-t", "--threads", type=int, default=int(os.environ.get("EDGEDEC_THREADS", 2)))
     p.add_argument("--ctx", type=int, default=2048, help="context length in tokens (default 2048)")
+    p.add_argument("--kv", default="fp32", help="KV cache type: fp32 (default), fp16, int8 or int4")
+    p.add_argument("--kv-window", type=int, help="when the cache is full, keep the last W positions (and the "
+                   "sinks) and go on (chat's default: half the context)")
+    p.add_argument("--kv-sinks", type=int, help="with --kv-window: the first S positions always kept (default 4)")
     if gen:
         p.add_argument("-s", "--system", help="system prompt")
         p.add_argument("-n", "--max-tokens", type=int, default=256)
@@ -309,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--draft", help="a trained draft file from edgedec-distill to include (default: the one "
                    "shipped for the model, if any)")
     p.add_argument("--no-draft", action="store_true", help="include no trained draft")
+    p.add_argument("--kv-text", help="text file to calibrate the int8/int4 KV caches on (default: text from "
+                   "Python's standard library)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="complete one prompt")
@@ -317,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", action="store_true", help="do not apply the chat template")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and speeds")
+    p.add_argument("--ignore-eos", action="store_true", help="go on past the end of the answer to --max-tokens")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("chat", help="multi-turn chat in the terminal")

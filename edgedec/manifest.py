@@ -1,7 +1,7 @@
 """The bundle manifest, `edgedec.json`: typed, versioned, and read and written by this module only.
 
     Manifest            format, version, created, model, config, segments, head, quant, tokenizer,
-                        chat_template, gguf, drafts, adapters, defaults, files
+                        chat_template, gguf, drafts, kv, adapters, defaults, files
 
 Reading checks every field's type against the dataclasses below and names the first field that is wrong
 (`segments[1].end should be an integer, got "12"`). The same dataclasses produce the JSON Schema
@@ -116,6 +116,14 @@ class Draft:
 
 
 @dataclass(frozen=True)
+class KVRanges:
+    file: str = _doc("float32 .npz: `k` and `v` [n_layers, n_kv_heads, head_dim], each cache channel's largest "
+                     "magnitude on the calibration text (keys after rotary); the int8/int4 caches' scales")
+    text: str = _doc("the calibration text's source")
+    tokens: int = _doc("calibration tokens read")
+
+
+@dataclass(frozen=True)
 class TuneRecord:
     tok_s: float
     plain_exact_tok_s: float
@@ -157,6 +165,7 @@ class Manifest:
     chat_template: str | None = _doc("Jinja2 chat template; null means ChatML")
     gguf: Gguf | None = _doc("null when the source was a Hugging Face folder")
     drafts: list[Draft] = _doc("trained drafts; self-spec uses the first", default_factory=list)
+    kv: KVRanges | None = _doc("calibrated KV cache ranges for int8/int4 caches (export/kv.py)", default=None)
     adapters: list[dict] = _doc("LoRA adapters (none yet)", default_factory=list)
     defaults: Defaults = _doc("settings tuned on a device", default_factory=Defaults)
     files: dict[str, FileEntry] = _doc("every file of the bundle but this one, with size and sha256",

@@ -32,8 +32,9 @@ def token_nll(runner, ids: list[int], window: int):
 
 
 def perplexity(model, text: str, window: int = 512) -> dict:
-    if not 2 <= window <= model.n_ctx:
-        raise EdgedecError(f"$window must be in 2..{model.n_ctx} (the context; raise $n_ctx for more)")
+    if window < 2 or (window > model.n_ctx and not model.kv.evicts):
+        raise EdgedecError(f"$window must be in 2..{model.n_ctx} (the context; raise $n_ctx for more, or set "
+                           "$kv_window to score longer windows with eviction)")
     ids = model.tokenizer.encode(text)
     if len(ids) < 2:
         raise EdgedecError("the file has fewer than 2 tokens; nothing to score")

@@ -53,6 +53,8 @@ class Result:
     decode_tok_s: float
     finish_reason: str
     peak_rss_mb: float
+    kv_bytes: int = 0                  # cache memory the conversation's positions occupy after this call
+    kv_bytes_per_token: float = 0.0
     sources: dict[str, int] = field(default_factory=dict)   # origin -> tokens (Step.origin)
     notice: str | None = None
     speculation: dict | None = None    # speculative modes: acceptance_rate, n_verify_calls, ...
@@ -74,7 +76,10 @@ class SessionStats:
     turns: int                       # calls that produced tokens
     context_tokens: int              # positions the cache holds
     n_ctx: int
-    cache_bytes: int                 # memory the session's KV cache holds now
+    cache_bytes: int                 # memory the session's KV cache buffers hold now (allocated for n_ctx)
+    kv_bytes: int                    # of which the positions held occupy
+    kv_bytes_per_token: float
+    evicted: int                     # positions dropped by eviction so far
     last: Result | None              # the last call's result
     speculation: dict | None         # the last speculative call's counters (SpecStats.to_dict)
 
@@ -101,8 +106,10 @@ class Session:
 
     @property
     def stats(self) -> SessionStats:
-        return SessionStats(self.turns, self.backend.length, self.model.n_ctx, self.backend.cache_bytes,
-                            self.last_result, self.last_stats.to_dict() if self.last_stats else None)
+        b = self.backend
+        return SessionStats(self.turns, b.length, self.model.n_ctx, b.cache_bytes, b.kv_bytes,
+                            self.model.kv_bytes_per_token, getattr(b, "evicted", 0), self.last_result,
+                            self.last_stats.to_dict() if self.last_stats else None)
 
     def reset(self) -> None:
         """Forget the conversation and free its KV cache (the next call allocates a fresh one)."""
@@ -119,6 +126,7 @@ class Session:
         while n < limit and cached[n] == ids[n]:
             n += 1
         self.backend.truncate(n)
+        n = self.backend.length          # less than asked when n fell among evicted positions
         self.context = list(ids)
         return ids[n:]
 
@@ -126,7 +134,7 @@ class Session:
         """The prompt, cut to its last tokens when it does not fit the context, and what was done."""
         n_ctx = self.model.n_ctx
         room = n_ctx - 1
-        if len(ids) <= room:
+        if len(ids) <= room or self.model.kv.evicts:
             return ids, None
         keep = max(1, room - min(max_tokens, room // 2))
         return ids[-keep:], Notice(f"the prompt has {len(ids)} tokens but the context holds {n_ctx}; "
@@ -135,11 +143,12 @@ class Session:
     def stream_generate(self, prompt: str | list[int] | None = None, *, messages: list[dict] | None = None,
                         system: str | None = None, chat: bool = True, max_tokens: int = 256,
                         sampler: SamplerConfig | None = None, stop: tuple[str, ...] = (),
-                        mode: str = "plain", spec=None) -> Iterator[Response]:
+                        mode: str = "plain", spec=None, ignore_eos: bool = False) -> Iterator[Response]:
         """Stream the answer to a prompt (raw text or token ids) or a message list, token by token.
 
         mode: plain, self-spec or lookup; spec: that mode's config (PlainConfig, SelfSpecConfig,
-        LookupConfig), by default the bundle's tuned one."""
+        LookupConfig), by default the bundle's tuned one. ignore_eos: go on to max_tokens past the model's
+        end of turn (endurance runs, as llama.cpp's --ignore-eos)."""
         model = self.model
         if mode not in MODES:
             raise ModeError(f"$mode '{mode}' is not available; modes: {', '.join(MODES)}")
@@ -153,25 +162,27 @@ class Session:
         if max_tokens < 1:
             raise EdgedecError("$max_tokens must be at least 1")
         ids = list(prompt) if isinstance(prompt, list) else model.encode_prompt(prompt, messages, system, chat)
-        return self._stream(ids, max_tokens, Sampler(sampler or SamplerConfig()), tuple(stop), mode, spec)
+        return self._stream(ids, max_tokens, Sampler(sampler or SamplerConfig()), tuple(stop), mode, spec,
+                            ignore_eos)
 
-    def _stream(self, ids, max_tokens, sample, stop, mode, spec) -> Iterator[Response]:
+    def _stream(self, ids, max_tokens, sample, stop, mode, spec, ignore_eos) -> Iterator[Response]:
         if not self._streaming.acquire(blocking=False):
             raise SessionBusyError("this session is still streaming its previous answer; finish or close that "
                                    "stream first, or use model.session() for another conversation")
         try:
-            yield from self._decode(ids, max_tokens, sample, stop, mode, spec)
+            yield from self._decode(ids, max_tokens, sample, stop, mode, spec, ignore_eos)
         finally:
             self._streaming.release()
 
-    def _decode(self, ids, max_tokens, sample, stop, mode, spec) -> Iterator[Response]:
+    def _decode(self, ids, max_tokens, sample, stop, mode, spec, ignore_eos) -> Iterator[Response]:
         plan = plan_call(self.paths, self.backend, mode, getattr(spec, "adaptive", False), self.model.exact)
         self.backend.min_rows = plan.min_rows
         stats = SpecStats(path=plan.path)
         if mode != "plain":
             self.last_stats = stats
         ids, notice = self._fit(ids, max_tokens)
-        n_ctx, eos = self.model.n_ctx, self.model.tokenizer.eos_ids
+        n_ctx, eos = self.model.n_ctx, (() if ignore_eos else self.model.tokenizer.eos_ids)
+        evicted = getattr(self.backend, "evicted", 0)
         n_prompt, history = len(ids), list(ids)
         decoder = StreamDecoder(self.model.tokenizer)
         pending = ""                # text held back while it might be the start of a stop string
@@ -200,9 +211,13 @@ class Session:
                     pending, finish = pending[:cut], "stop"
                 elif finish is None and n_new >= max_tokens:
                     finish = "length"
-                elif finish is None and self.backend.length + 1 >= n_ctx:
-                    finish, notice = "context", Notice(f"the context ({n_ctx} tokens) is full; raise $n_ctx "
-                                                       "or reset the conversation")
+                elif finish is None and self.backend.length + 1 >= n_ctx and not self.model.kv.evicts:
+                    finish, notice = "context", Notice(f"the context ({n_ctx} tokens) is full; raise $n_ctx, "
+                                                       "set $kv_window to evict, or reset the conversation")
+                if not evicted and getattr(self.backend, "evicted", 0):
+                    evicted, kv = 1, self.model.kv
+                    notice = notice or Notice(f"the context ({n_ctx} tokens) filled: from now on the model sees "
+                                              f"the first {kv.sinks} tokens and the last {kv.window} or more")
                 if finish is not None:
                     pending += decoder.flush() if finish != "stop" else ""
                     text, pending = pending, ""
@@ -236,7 +251,8 @@ class Session:
         speculation = self.last_stats.to_dict() if kw.get("mode", "plain") != "plain" else None
         self.last_result = Result("".join(text), tokens, last.n_prompt_tokens, last.n_new_tokens,
                                   last.prefill_tok_s, last.decode_tok_s, last.finish_reason, peak_rss_mb(),
-                                  sources, notice, speculation)
+                                  self.backend.kv_bytes, self.model.kv_bytes_per_token, sources, notice,
+                                  speculation)
         return self.last_result
 
 

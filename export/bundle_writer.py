@@ -4,6 +4,7 @@ stale temporary directory from a killed export is removed by the next export to 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -11,15 +12,18 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 
 from edgedec import manifest as mf
-from edgedec.bundle import sha256
+from edgedec.bundle import read_bundle, sha256
 from edgedec.errors import EdgedecError
 from edgedec.models.known import shipped_draft
 
 from .drafts import check_model, load_draft, model_fingerprint, write_draft
 from .graphs import QUANTS, build_head, build_segment, head_quant
+from .kv_calibration import FILE as KV_FILE
+from .kv_calibration import STDLIB, calibrate, read_text, stdlib_text
 from .sources import load_source
 
 
@@ -42,11 +46,12 @@ def parse_cuts(text: str | None, n_layers: int) -> list[int]:
 
 def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  draft: str | Path | None = "auto") -> tuple[Path, mf.Manifest]:
+                  draft: str | Path | None = "auto", kv_text: str | Path | None = None) -> tuple[Path, mf.Manifest]:
     """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest).
 
     draft: a trained draft file (export/drafts.py) to include; "auto" includes the one shipped for this
-    model (models/drafts), if there is one; None includes none."""
+    model (models/drafts), if there is one; None includes none. kv_text: a text file to calibrate the
+    int8/int4 KV caches on (default: text from Python's standard library, export/kv_calibration.py)."""
     if quant not in QUANTS:
         raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
     src = load_source(source)
@@ -59,13 +64,14 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     if draft is not None:
         weights = load_draft(draft)
         check_model(weights, src, str(draft))
+    kv = (read_text(kv_text), str(kv_text)) if kv_text is not None else (stdlib_text(), STDLIB)
     out = Path(out).expanduser().resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None), fingerprint, weights)
+        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None), fingerprint, weights, kv)
         _ordinary_permissions(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
@@ -74,10 +80,10 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     return out, manifest
 
 
-def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: str, draft) -> mf.Manifest:
+def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: str, draft, kv) -> mf.Manifest:
     cfg = src.config
     starts = [0] + cuts[:-1]
-    steps = len(cuts) + 4
+    steps = len(cuts) + 5
     errors: dict[str, dict] = {}
     segments = []
     for n, (a, b) in enumerate(zip(starts, cuts)):
@@ -122,11 +128,20 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
         chat_template=src.chat_template,
         gguf=gguf,
         drafts=drafts,
-        files={f.name: mf.FileEntry(f.stat().st_size, sha256(f)) for f in sorted(tmp.iterdir())},
+        files=_files(tmp),
     )
+    mf.write(tmp, manifest)
+    progress("kv calibration", len(cuts) + 4, steps)
+    k, v, n = calibrate(read_bundle(tmp, verify_checksums=False), kv[0])
+    np.savez(tmp / KV_FILE, k=k, v=v)
+    manifest = dataclasses.replace(manifest, kv=mf.KVRanges(KV_FILE, kv[1], n), files=_files(tmp))
     mf.write(tmp, manifest)
     progress("done", steps, steps)
     return manifest
+
+
+def _files(tmp: Path) -> dict[str, mf.FileEntry]:
+    return {f.name: mf.FileEntry(f.stat().st_size, sha256(f)) for f in sorted(tmp.iterdir()) if f.name != mf.FILENAME}
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:

@@ -42,6 +42,10 @@ class Runner(Protocol):
     def cache_bytes(self) -> int:
         """Memory this runner's cache holds now (0 after `release`)."""
 
+    @property
+    def kv_bytes(self) -> int:
+        """Of which the positions held occupy (the engine's `kv_bytes_per_token` each)."""
+
     def truncate(self, n: int) -> None:
         """Forget every position from n on."""
 
@@ -87,6 +91,8 @@ class Drafter(Protocol):
 class Engine(Protocol):
     name: str
     config: Any
+    kv: Any                       # the cache type and eviction (edgedec.kvcache.KVConfig)
+    kv_bytes_per_token: float     # cache bytes one position takes
 
     def runner(self, n_ctx: int) -> Runner:
         """A fresh runner with an empty cache of n_ctx positions."""

@@ -13,6 +13,12 @@ import threading
 import numpy as np
 
 from edgedec.errors import BundleError, ContextOverflowError, ModeError
+from edgedec.kvcache import KVConfig
+
+# our cache types -> llama.cpp's (ggml_type): its own default is f16; int8/int4 are its q8_0/q4_0 blocks
+# (32 values and one f16 scale: 8.5 and 4.5 bits a value), which need flash attention
+GGML_TYPES = {"fp32": 0, "fp16": 1, "int8": 8, "int4": 2}
+GGML_BYTES = {"fp32": 4.0, "fp16": 2.0, "int8": 34 / 32, "int4": 18 / 32}
 
 
 def _llama_cpp():
@@ -27,18 +33,27 @@ class LlamaCppEngine:
     name = "llamacpp"
 
     def __init__(self, bundle, threads: int = 2, n_ctx: int = 2048, flash_attn: bool = True,
-                 logits_all: bool = False):
+                 logits_all: bool = False, kv: KVConfig = KVConfig()):
         if bundle.gguf is None:
             raise BundleError(f"{bundle.path} has no GGUF (exported from a Hugging Face folder); "
                               "use the onnxruntime backend, or export from a .gguf file")
+        if kv.evicts:
+            raise ModeError("the llamacpp backend cannot evict from its cache here (llama-cpp-python's Llama "
+                            "has no context shift); use --backend onnxruntime for $kv_window")
+        if kv.type in ("int8", "int4") and not flash_attn:
+            raise ModeError(f"llama.cpp's {kv.type} cache (q8_0/q4_0) needs flash attention")
         llama_cpp = _llama_cpp()
         self.llama_cpp = llama_cpp
         self.config = bundle.config
         self.n_ctx = n_ctx
+        self.kv = kv
+        c = self.config
+        self.kv_bytes_per_token = 2 * c.n_layers * c.n_kv_heads * c.head_dim * GGML_BYTES[kv.type]
         self.logits_all = logits_all
         self.llm = llama_cpp.Llama(model_path=str(bundle.gguf), n_ctx=n_ctx, n_threads=threads,
                                    n_threads_batch=threads, n_batch=512, flash_attn=flash_attn,
-                                   logits_all=logits_all, verbose=False)
+                                   logits_all=logits_all, type_k=GGML_TYPES[kv.type],
+                                   type_v=GGML_TYPES[kv.type], verbose=False)
         self.lock = threading.Lock()
         self.owner: LlamaCppRunner | None = None
 
@@ -79,9 +94,13 @@ class LlamaCppRunner:
 
     @property
     def cache_bytes(self) -> int:
-        """K and V at f16 for the positions held (the context's buffers are shared by all runners)."""
-        c = self.config
-        return self._length * 2 * c.n_layers * c.n_kv_heads * c.head_dim * 2
+        """K and V for the positions held, in llama.cpp's cache type (the context's buffers are shared by all
+        runners)."""
+        return self.kv_bytes
+
+    @property
+    def kv_bytes(self) -> int:
+        return int(self._length * self.engine.kv_bytes_per_token)
 
     def truncate(self, n: int) -> None:
         self._length = min(self._length, n)

@@ -38,10 +38,16 @@ class NumpyLlama:
         self.w = weights
         self.k_cache: list[list[np.ndarray]] = [[] for _ in range(config.n_layers)]  # per layer: [n_kv, d] rows
         self.v_cache: list[list[np.ndarray]] = [[] for _ in range(config.n_layers)]
+        self.cache_pos: list[int] = []     # the position of each cached row
+        self.n_past = 0                    # positions read so far (the next token's position)
 
-    @property
-    def n_past(self) -> int:
-        return len(self.k_cache[0])
+    def drop(self, start: int, end: int) -> None:
+        """Forget the cached rows of positions start..end-1 (eviction): later tokens cannot attend to them,
+        and every position keeps its number."""
+        keep = [j for j, p in enumerate(self.cache_pos) if not start <= p < end]
+        self.cache_pos = [self.cache_pos[j] for j in keep]
+        for cache in self.k_cache + self.v_cache:
+            cache[:] = [cache[j] for j in keep]
 
     def forward(self, tokens: list[int], last_layer: int | None = None) -> np.ndarray:
         """Run `tokens` after the cached ones; return logits [S, vocab] (float64 math, float32 out)."""
@@ -59,11 +65,10 @@ class NumpyLlama:
             self.k_cache[i].extend(k)
             self.v_cache[i].extend(v)
             K, V = np.stack(self.k_cache[i]), np.stack(self.v_cache[i])       # [T, n_kv, d]
-            T = K.shape[0]
             group = c.n_heads // c.n_kv_heads
             K, V = np.repeat(K, group, axis=1), np.repeat(V, group, axis=1)    # [T, n_heads, d]
             scores = np.einsum("shd,thd->hst", q, K) / np.sqrt(c.head_dim)     # [heads, S, T]
-            causal = pos[:, None] >= np.arange(T)[None, :]                     # [S, T]
+            causal = pos[:, None] >= np.array(self.cache_pos + list(pos))[None, :]   # [S, T]
             scores = np.where(causal[None], scores, -np.inf)
             probs = np.exp(scores - scores.max(-1, keepdims=True))
             probs /= probs.sum(-1, keepdims=True)
@@ -72,5 +77,7 @@ class NumpyLlama:
             h = rmsnorm(x, w[p + "ffn_norm.weight"], c.rms_eps)
             g, u = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
             x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "ffn_down.weight"].T
+        self.cache_pos += list(pos)
+        self.n_past += S
         head = w.get("output.weight", w["token_embd.weight"])
         return (rmsnorm(x, w["output_norm.weight"], c.rms_eps) @ head.T).astype(np.float32)

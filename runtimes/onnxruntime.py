@@ -23,10 +23,13 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from edgedec.errors import BundleError, ContextOverflowError, ModeError
-from edgedec.kvcache import KVCache
+from edgedec.export.kv import QMAX, bytes_per_token, cache_variant, scales
+from edgedec.export.kv_calibration import load_ranges
+from edgedec.kvcache import KVCache, KVConfig
 
 from .ort_draft import OrtDrafter
 
@@ -41,7 +44,8 @@ def _global_pool(threads: int) -> None:
         _POOL_THREADS = threads
 
 
-def _session(path, threads: int, provider: str) -> ort.InferenceSession:
+def _session(path, threads: int, provider: str, variant=None) -> ort.InferenceSession:
+    """A session for the graph at `path`, or for `variant(graph)` (its weights still read from the bundle)."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
@@ -51,7 +55,11 @@ def _session(path, threads: int, provider: str) -> ort.InferenceSession:
     else:
         so.intra_op_num_threads = threads
     try:
-        return ort.InferenceSession(str(path), so, providers=[provider])
+        if variant is None:
+            return ort.InferenceSession(str(path), so, providers=[provider])
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
+        graph = variant(onnx.load(str(path), load_external_data=False))
+        return ort.InferenceSession(graph.SerializeToString(), so, providers=[provider])
     except Exception as e:
         raise BundleError(f"{path} could not be loaded by ONNX Runtime ({str(e).splitlines()[0][:200]}); "
                           "export the bundle again") from None
@@ -62,13 +70,28 @@ class OrtEngine:
 
     name = "onnxruntime"
 
-    def __init__(self, bundle, threads: int = 2, provider: str = "CPUExecutionProvider"):
+    def __init__(self, bundle, threads: int = 2, provider: str = "CPUExecutionProvider", kv: KVConfig = KVConfig()):
+        """kv: the cache type and eviction; the segment graphs are adapted to it (export/kv.py)."""
         if provider not in ort.get_available_providers():
             raise ModeError(f"execution provider {provider} is not available in this onnxruntime; "
                             f"available: {', '.join(ort.get_available_providers())}")
         self.config = bundle.config
         self.segments = bundle.segments
-        self.sessions = [_session(bundle.file(s.file), threads, provider) for s in self.segments]
+        self.kv = kv
+        self.kv_bytes_per_token = bytes_per_token(kv.type, self.config.n_layers, self.config.n_kv_heads,
+                                                  self.config.head_dim)
+        self.k_scales = None
+        variant = None
+        if kv.type != "fp32" or kv.evicts:
+            ranges = None
+            if kv.type in QMAX:
+                if bundle.manifest.kv is None:
+                    raise BundleError(f"{bundle.path} has no calibrated KV ranges (exported before int8/int4 "
+                                      "caches existed); export it again to use $kv " + kv.type)
+                ranges = load_ranges(bundle.file(bundle.manifest.kv.file))
+                self.k_scales = np.stack([scales(kv.type, ranges[i][0]) for i in sorted(ranges)])
+            variant = lambda g: cache_variant(g, kv.type, ranges, positions=kv.evicts)  # noqa: E731
+        self.sessions = [_session(bundle.file(s.file), threads, provider, variant) for s in self.segments]
         self.head = _session(bundle.file(bundle.manifest.head.file), threads, provider)
         drafts = bundle.manifest.drafts
         if drafts and bundle.manifest.model.fingerprint not in (None, drafts[0].fingerprint):
@@ -105,7 +128,8 @@ class OrtRunner:
         """Allocate the cache and bind each layer's buffer as both past and present, once."""
         cfg = self.config
         # one spare slot per padding row: a padded call writes past the last real position
-        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.n_ctx + 1)
+        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.n_ctx + 1, self.engine.kv,
+                             self.engine.k_scales, rope_limit=cfg.context, rope_base=cfg.rope_base)
         self._bindings, self._positions = [], []   # per segment: seqlens_k and total_seq_len, updated in place
         for seg, sess in zip(self.segments, self.engine.sessions):
             io = sess.io_binding()
@@ -125,9 +149,10 @@ class OrtRunner:
         self._head_io.bind_output("logits", "cpu")
 
     def drafter(self) -> OrtDrafter | None:
-        """The bundle's trained draft for this conversation (None without one); from now on it sees every
-        hidden state the full model computes."""
-        if self._drafter is None and self.engine.draft is not None:
+        """The bundle's trained draft for this conversation (None without one, or with an evicting cache:
+        the draft's own cache does not evict); from now on it sees every hidden state the full model
+        computes."""
+        if self._drafter is None and self.engine.draft is not None and not self.engine.kv.evicts:
             self._drafter = OrtDrafter(self.engine.draft, self.engine.draft_vocab, self.config, self.n_ctx)
         return self._drafter
 
@@ -153,6 +178,8 @@ class OrtRunner:
             n = _rows(hidden)
             hidden = _pad_rows(hidden, self.min_rows)
         out, tapped = hidden, {}
+        if start == 0:
+            self.cache.make_room(max(n, self.min_rows))
         with self.engine.lock:
             for seg, sess, io, (seqlens, total) in zip(self.segments, self.engine.sessions, self._bindings,
                                                        self._positions):
@@ -173,6 +200,8 @@ class OrtRunner:
                     io.bind_ortvalue_input("hidden_in", out)
                 rows = max(n, self.min_rows)
                 seqlens[0], total[()] = past + rows - 1, past + rows
+                if self.engine.kv.evicts:
+                    io.bind_cpu_input("position_ids", self.cache.positions(past, rows))
                 # a fresh output each call (S changes; callers may keep it). get_outputs() would wrap all outputs
                 out = ort.OrtValue.ortvalue_from_shape_and_type([1, rows, self.config.hidden], np.float32)
                 io.bind_ortvalue_output("hidden_out", out)
@@ -209,6 +238,17 @@ class OrtRunner:
     def cache_bytes(self) -> int:
         return self.cache.nbytes if self.cache is not None else 0
 
+    @property
+    def evicted(self) -> int:
+        """Positions dropped by eviction so far in this conversation."""
+        return self.cache.dropped if self.cache is not None else 0
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of cache the positions held now occupy (the buffers are allocated for n_ctx)."""
+        cfg = self.config
+        return self.cache.bytes_in_use(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim) if self.cache is not None else 0
+
     def truncate(self, n: int) -> None:
         if self.cache is not None:
             self.cache.truncate(n)
@@ -222,11 +262,18 @@ class OrtRunner:
         self._bindings = self._positions = self._head_io = None
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
-        """Full model on new tokens: logits [S, V] (or [1, V] for the last position only)."""
-        h, _ = self.layers(np.asarray(tokens))
-        if not all_logits and _rows(h) > 1:
-            h = _numpy(h)[:, -1:]
-        return self.head(h)
+        """Full model on new tokens: logits [S, V] (or [1, V] for the last position only). An evicting
+        cache reads a long input in chunks that fit between evictions."""
+        tokens = np.asarray(tokens)
+        kv = self.engine.kv
+        chunk = self.n_ctx - kv.sinks - kv.window - 2 if kv.evicts else max(len(tokens), 1)
+        logits = []
+        for s in range(0, len(tokens), chunk):
+            h, _ = self.layers(tokens[s:s + chunk])
+            if not all_logits and _rows(h) > 1:
+                h = _numpy(h)[:, -1:]
+            logits.append(self.head(h))
+        return np.concatenate(logits) if all_logits else logits[-1]
 
 
 def _numpy(hidden) -> np.ndarray:
