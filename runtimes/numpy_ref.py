@@ -49,6 +49,17 @@ class NumpyLlama:
         for cache in self.k_cache + self.v_cache:
             cache[:] = [cache[j] for j in keep]
 
+    def move(self, first: int, delta: int) -> None:
+        """Renumber cached positions >= first by delta, rotating their keys to match (a context shift); the
+        next token's position moves too."""
+        rows = [j for j, p in enumerate(self.cache_pos) if p >= first]
+        for keys in self.k_cache:
+            moved = rope_interleaved(np.stack([keys[j] for j in rows]), np.full(len(rows), delta), self.c.rope_base)
+            for j, k in zip(rows, moved):
+                keys[j] = k
+        self.cache_pos = [p + delta if p >= first else p for p in self.cache_pos]
+        self.n_past += delta
+
     def forward(self, tokens: list[int], last_layer: int | None = None) -> np.ndarray:
         """Run `tokens` after the cached ones; return logits [S, vocab] (float64 math, float32 out)."""
         c, w = self.c, self.w

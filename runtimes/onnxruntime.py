@@ -89,7 +89,7 @@ class OrtEngine:
                     raise BundleError(f"{bundle.path} has no calibrated KV ranges (exported before int8/int4 "
                                       "caches existed); export it again to use $kv " + kv.type)
                 ranges = load_ranges(bundle.file(bundle.manifest.kv.file))
-                self.k_scales = np.stack([scales(kv.type, ranges[i][0]) for i in sorted(ranges)])
+                self.k_scales = np.stack([scales(kv.type, ranges[i][0], "k") for i in sorted(ranges)])
             variant = lambda g: cache_variant(g, kv.type, ranges, positions=kv.evicts)  # noqa: E731
         self.sessions = [_session(bundle.file(s.file), threads, provider, variant) for s in self.segments]
         self.head = _session(bundle.file(bundle.manifest.head.file), threads, provider)

@@ -5,7 +5,7 @@ import pytest
 
 import edgedec
 from edgedec.errors import EdgedecError
-from edgedec.export.kv import QMAX, dequantize, quantize, scales
+from edgedec.export.kv import MARGIN, QMAX, dequantize, quantize, scales
 from edgedec.kvcache import KVConfig
 from edgedec.runtimes.numpy_ref import NumpyLlama
 
@@ -14,7 +14,7 @@ from edgedec.runtimes.numpy_ref import NumpyLlama
 def test_round_trip_within_half_a_step(kv):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 3, 50, 64)).astype(np.float32) * rng.uniform(0.1, 5, (1, 3, 1, 64))
-    scale = scales(kv, np.abs(x).max(2, keepdims=True))
+    scale = scales(kv, np.abs(x).max(2, keepdims=True), "k") / MARGIN[kv][0]
     back = dequantize(quantize(x, kv, scale), kv, scale)
     assert np.all(np.abs(back - x) <= scale / 2 + 1e-6)
     big = dequantize(quantize(3 * x, kv, scale), kv, scale)            # beyond the range: clamped, not wrapped
@@ -46,23 +46,41 @@ def _numpy_model(tiny):
     return NumpyLlama(src.config, {n: src.tensor(n).astype(np.float64) for n in names})
 
 
-def test_eviction_keeps_positions_absolute(tiny):
-    """An evicting cache (2 sinks, window 10) over 120 tokens gives the logits of the full-precision
-    reference with the evicted positions masked out and every position keeping its number."""
+def _evict_side_by_side(tiny, n_tokens: int):
+    """Feed n_tokens through an evicting cache (2 sinks, window 10, 48 slots) and through the full-precision
+    reference, which drops the same positions (and renumbers them when the runtime shifts its positions);
+    returns the worst logit difference and the runner."""
     _, _, root = tiny
     runner = edgedec.load(root / "bundle", n_ctx=48, kv_window=10, kv_sinks=2).session().backend
     ref = _numpy_model(tiny)
-    rng = np.random.default_rng(1)
-    ids = rng.integers(0, 400, size=120).tolist()
-    dropped, worst = 0, 0.0
+    ids = np.random.default_rng(1).integers(0, 400, size=n_tokens).tolist()
+    worst, shifts = 0.0, 0
     for s in range(0, len(ids), 3):
+        shift, dropped = (runner.cache.shift, runner.cache.dropped) if runner.cache else (0, 0)
         got = runner.forward(ids[s:s + 3], all_logits=True)
-        if runner.cache.dropped != dropped:
-            ref.drop(2 + dropped, 2 + runner.cache.dropped)
-            dropped = runner.cache.dropped
-        want = ref.forward(ids[s:s + 3])
-        worst = max(worst, np.abs(got - want).max())
-    assert dropped > 60 and runner.cache.shift == dropped      # evicted, positions never renumbered
+        d = runner.cache.dropped - dropped
+        if d:
+            ref.drop(2 + shift, 2 + shift + d)              # slots 2..2+d held positions 2+shift..
+            if runner.cache.shift == 0:                       # positions ran into the rotary table's end
+                ref.move(2, -(shift + d))
+                shifts += 1
+        worst = max(worst, np.abs(got - ref.forward(ids[s:s + 3])).max())
+    return worst, shifts, runner
+
+
+def test_eviction_keeps_positions_absolute(tiny):
+    """Over 120 tokens the logits are those of the reference with the evicted positions masked out and every
+    position keeping its number."""
+    worst, shifts, runner = _evict_side_by_side(tiny, 120)
+    assert runner.cache.dropped > 60 and runner.cache.shift == runner.cache.dropped and shifts == 0
+    assert worst < 1e-3, worst
+
+
+def test_positions_shift_back_at_the_end_of_the_rotary_table(tiny):
+    """Past the model's context (256 here) the kept keys are rotated back, as llama.cpp's context shift:
+    the logits stay those of the reference with the same positions renumbered."""
+    worst, shifts, runner = _evict_side_by_side(tiny, 450)
+    assert shifts >= 1 and runner.cache.dropped > 300
     assert worst < 1e-3, worst
 
 
