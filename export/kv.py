@@ -127,3 +127,9 @@ def dequantize(c: np.ndarray, kv: str, scale: np.ndarray) -> np.ndarray:
     q = np.empty(c.shape[:-1] + (c.shape[-1] * 2,), np.float32)
     q[..., 0::2], q[..., 1::2] = (c & 15).astype(np.float32) - 8, (c >> 4).astype(np.float32) - 8
     return q * scale
+
+
+def load_ranges(path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """A bundle's calibrated ranges (export/kv_calibration.py): layer -> (K, V) [kv_heads, head_dim]."""
+    with np.load(path) as z:
+        return {i: (z["k"][i], z["v"][i]) for i in range(z["k"].shape[0])}

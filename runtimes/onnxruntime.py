@@ -27,8 +27,7 @@ import onnx
 import onnxruntime as ort
 
 from edgedec.errors import BundleError, ContextOverflowError, ModeError
-from edgedec.export.kv import QMAX, bytes_per_token, cache_variant, scales
-from edgedec.export.kv_calibration import load_ranges
+from edgedec.export.kv import QMAX, bytes_per_token, cache_variant, load_ranges, scales
 from edgedec.kvcache import KVCache, KVConfig
 
 from .ort_draft import OrtDrafter
