@@ -62,7 +62,9 @@ def speed_part(bundle, text: str, out: dict, rounds: int, context: int = 4000, n
 
 
 def endurance_part(bundle, out: dict, n: int = 20000) -> None:
-    """One greedy stream of n tokens past the end of the answer, evicting to 4 sinks + 1,024 positions."""
+    """One greedy stream of n tokens past the end of the answer, evicting to 4 sinks + 1,024 positions.
+    RSS at 2k, 10k and 20k tokens; the peak (VmHWM) is this process's, so run `--parts endurance` on its
+    own to read it."""
     m = edgedec.load(bundle, kv_window=1024, kv_sinks=4)
     s = m.session()
     marks, t0 = {}, time.perf_counter()
@@ -136,15 +138,12 @@ def main():
     out = json.loads(result_file.read_text()) if result_file.exists() else {}
     out["bytes_per_token"] = {kv: edgedec.load(bundle, kv=kv).kv_bytes_per_token for kv in TYPES}
     parts = a.parts.split(",")
-    if "ppl" in parts:
-        ppl_part(bundle, text, out)
-    if "speed" in parts:
-        speed_part(bundle, text, out, a.rounds)
-    if "endurance" in parts:
-        endurance_part(bundle, out)
-    if "calibration" in parts:
-        calibration_part(bundle, text, out, out_dir.parent / ".kv-work")
-    result_file.write_text(json.dumps(out, indent=1))
+    runs = {"ppl": lambda: ppl_part(bundle, text, out), "speed": lambda: speed_part(bundle, text, out, a.rounds),
+            "endurance": lambda: endurance_part(bundle, out),
+            "calibration": lambda: calibration_part(bundle, text, out, out_dir.parent / ".kv-work")}
+    for part in parts:
+        runs[part]()
+        result_file.write_text(json.dumps(out, indent=1))     # after each part: a long run keeps what it has
     if "perplexity" in out:
         plot(out, out_dir / "kv.png")
     print(result_file)

@@ -174,3 +174,14 @@ def test_speculation_on_an_int8_cache_is_lossless(int4_bundle):
         plain = model.session().generate(prompt, max_tokens=40, mode="plain").tokens
         spec = model.session().generate(prompt, max_tokens=40, mode="self-spec").tokens
         assert spec == plain
+
+
+@pytest.mark.slow
+def test_chat_goes_on_past_a_full_context(int4_bundle):
+    """`chat` evicts by default: with a 128-token context, four turns run to the end, and it says so once."""
+    from conftest import run_cli
+    turns = "\n".join(["Tell me about the history of bicycles in three sentences."] * 4) + "\n/stats\n/exit\n"
+    p = run_cli("chat", int4_bundle, "--ctx", "128", "-n", "40", input=turns)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("filled: from now on the model sees the first 4 tokens") == 1, p.stderr
+    assert "evicted" in p.stderr and "Traceback" not in p.stderr

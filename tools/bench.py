@@ -22,7 +22,7 @@ PROMPT = ("Explain how a bicycle works, covering the frame, the wheels, the chai
 _RSS_CHILD = """
 import json, sys
 import edgedec
-m = edgedec.load(sys.argv[1], backend=sys.argv[2], threads=int(sys.argv[3]), n_ctx=512)
+m = edgedec.load(sys.argv[1], backend=sys.argv[2], threads=int(sys.argv[3]), n_ctx=int(sys.argv[6]), kv=sys.argv[7])
 r = m.generate(sys.argv[4], max_tokens=int(sys.argv[5]), chat=False)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
 print(json.dumps({"peak_rss_mb": int(hwm) / 1024}))
@@ -43,8 +43,9 @@ def time_backend(backend, prompt_ids: list[int], n_new: int) -> tuple[float, flo
     return len(prompt_ids) / (t1 - t0), n_new / (t2 - t1)
 
 
-def _peak_rss(bundle, backend, threads, n_new) -> float:
-    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(bundle), backend, str(threads), PROMPT, str(n_new)],
+def _peak_rss(bundle, backend, threads, n_new, ctx: int = 512, kv: str = "fp32") -> float:
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(bundle), backend, str(threads), PROMPT, str(n_new),
+                          str(ctx), kv],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
@@ -54,8 +55,9 @@ def main(a) -> None:
     from edgedec.cli import ensure_default_bundle
 
     bundle = ensure_default_bundle(a.bundle)
-    ours = load(bundle, threads=a.threads, n_ctx=512)
-    peer = load(bundle, backend="llamacpp", threads=a.threads, n_ctx=512)
+    kv, ctx = getattr(a, "kv", "fp32"), getattr(a, "ctx", 512)
+    ours = load(bundle, threads=a.threads, n_ctx=ctx, kv=kv)
+    peer = load(bundle, backend="llamacpp", threads=a.threads, n_ctx=ctx, kv=kv)
     ids = ours.tokenizer.encode(PROMPT)
     rows = {"edgedec": [], "llama.cpp": []}
     time_backend(ours.backend, ids, 8)           # warm-up both
@@ -69,11 +71,11 @@ def main(a) -> None:
     med = {k: {"prefill_tok_s": float(np.median([r[0] for r in v])), "decode_tok_s": float(np.median([r[1] for r in v]))}
            for k, v in rows.items()}
     for k, backend in (("edgedec", "onnxruntime"), ("llama.cpp", "llamacpp")):
-        med[k]["peak_rss_mb"] = _peak_rss(bundle, backend, a.threads, 32)
+        med[k]["peak_rss_mb"] = _peak_rss(bundle, backend, a.threads, 32, ctx, kv)
     result = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "bundle": str(bundle), "threads": a.threads,
         "prompt_tokens": len(ids), "new_tokens": a.max_tokens, "runs": a.runs,
-        "quant": ours.bundle.manifest.quant.mode, "llama_cpp": {"flash_attn": True},
+        "quant": ours.bundle.manifest.quant.mode, "kv": kv, "n_ctx": ctx, "llama_cpp": {"flash_attn": True},
         "median": med, "raw": rows,
         "ratio": {"decode": med["edgedec"]["decode_tok_s"] / med["llama.cpp"]["decode_tok_s"],
                   "prefill": med["edgedec"]["prefill_tok_s"] / med["llama.cpp"]["prefill_tok_s"],

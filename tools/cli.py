@@ -21,6 +21,9 @@ def bench(argv=None) -> int:
     _measure_args(p, max_tokens=128, prompts=8, prompts_help="--modes: prompts per set (default 8)")
     p.add_argument("--runs", type=int, default=5, help="repetitions; medians are reported (default 5)")
     p.add_argument("--modes", action="store_true", help="compare decoding modes on code and prose prompts")
+    p.add_argument("--kv", default="fp32", help="KV cache type for both engines: fp32 (default), fp16, int8, int4 "
+                   "(llama.cpp: f32, f16, q8_0, q4_0)")
+    p.add_argument("--ctx", type=int, default=512, help="context of both engines (default 512)")
     a = p.parse_args(argv)
     if a.modes:
         from . import modes
