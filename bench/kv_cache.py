@@ -92,6 +92,7 @@ def calibration_part(bundle, text: str, out: dict, work: Path) -> None:
     for name, calib in texts.items():
         path = bundle
         if calib is not None:
+            work.mkdir(parents=True, exist_ok=True)
             f = work / "calib.txt"
             f.write_text(calib)
             path = export_bundle(edgedec.load(bundle).bundle.manifest.model.source, work / "calib-bundle", kv_text=f)[0]
