@@ -11,6 +11,7 @@ kv.png (perplexity against bytes per token).
 """
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def main():
     parts = a.parts.split(",")
     runs = {"ppl": lambda: ppl_part(bundle, text, out), "speed": lambda: speed_part(bundle, text, out, a.rounds),
             "endurance": lambda: endurance_part(bundle, out),
-            "calibration": lambda: calibration_part(bundle, text, out, out_dir.parent / ".kv-work")}
+            "calibration": lambda: calibration_part(bundle, text, out, Path(tempfile.mkdtemp(prefix="kv-calibration-")))}
     for part in parts:
         runs[part]()
         result_file.write_text(json.dumps(out, indent=1))     # after each part: a long run keeps what it has
