@@ -108,7 +108,7 @@ class Session:
     def stats(self) -> SessionStats:
         b = self.backend
         return SessionStats(self.turns, b.length, self.model.n_ctx, b.cache_bytes, b.kv_bytes,
-                            self.model.kv_bytes_per_token, getattr(b, "evicted", 0), self.last_result,
+                            self.model.kv_bytes_per_token, b.evicted, self.last_result,
                             self.last_stats.to_dict() if self.last_stats else None)
 
     def reset(self) -> None:
@@ -182,7 +182,7 @@ class Session:
             self.last_stats = stats
         ids, notice = self._fit(ids, max_tokens)
         n_ctx, eos = self.model.n_ctx, (() if ignore_eos else self.model.tokenizer.eos_ids)
-        evicted = getattr(self.backend, "evicted", 0)
+        evicted = self.backend.evicted
         n_prompt, history = len(ids), list(ids)
         decoder = StreamDecoder(self.model.tokenizer)
         pending = ""                # text held back while it might be the start of a stop string
@@ -214,7 +214,7 @@ class Session:
                 elif finish is None and self.backend.length + 1 >= n_ctx and not self.model.kv.evicts:
                     finish, notice = "context", Notice(f"the context ({n_ctx} tokens) is full; raise $n_ctx, "
                                                        "set $kv_window to evict, or reset the conversation")
-                if not evicted and getattr(self.backend, "evicted", 0):
+                if not evicted and self.backend.evicted:
                     evicted, kv = 1, self.model.kv
                     notice = notice or Notice(f"the context ({n_ctx} tokens) filled: from now on the model sees "
                                               f"the first {kv.sinks} tokens and the last {kv.window} or more")

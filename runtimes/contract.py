@@ -46,6 +46,10 @@ class Runner(Protocol):
     def kv_bytes(self) -> int:
         """Of which the positions held occupy (the engine's `kv_bytes_per_token` each)."""
 
+    @property
+    def evicted(self) -> int:
+        """Positions dropped by eviction so far (edgedec.kvcache; 0 for a cache that never evicts)."""
+
     def truncate(self, n: int) -> None:
         """Forget every position from n on."""
 

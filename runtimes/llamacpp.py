@@ -98,6 +98,8 @@ class LlamaCppRunner:
         runners)."""
         return self.kv_bytes
 
+    evicted = 0           # this backend never evicts (LlamaCppEngine refuses a window)
+
     @property
     def kv_bytes(self) -> int:
         return int(self._length * self.engine.kv_bytes_per_token)
