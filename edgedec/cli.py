@@ -23,10 +23,12 @@ FLAGS = {"n_ctx": "--ctx", "threads": "--threads", "max_tokens": "--max-tokens",
          "threshold": "--threshold", "temperature": "--temp", "top_k": "--top-k",
          "top_p": "--top-p", "min_p": "--min-p", "repetition_penalty": "--repeat-penalty", "window": "--window",
          "quant": "--quant", "cuts": "--cuts", "draft": "--draft", "kv": "--kv", "kv_window": "--kv-window",
-         "kv_sinks": "--kv-sinks"}
+         "kv_sinks": "--kv-sinks", "entropy_window": "--entropy-window", "margin": "--rollback-margin",
+         "max_run": "--small-run"}
 # speculation flags -> the config field they set, per mode
 SPEC_FLAGS = {"exit_layer": "exit_layer", "draft_len": {"self-spec": "k_max", "lookup": "max_draft"},
-              "threshold": "threshold", "lookup": "lookup", "draft": "draft", "adaptive": "adaptive"}
+              "threshold": "threshold", "lookup": "lookup", "draft": "draft", "adaptive": "adaptive",
+              "entropy_window": "entropy_window", "rollback_margin": "margin", "small_run": "max_run"}
 
 
 def progress_bar(label: str, i: int, n: int) -> None:
@@ -281,6 +283,26 @@ def cmd_perplexity(a) -> None:
               f"({res['n_windows']} windows of {res['window']}, {res['tok_s']:.0f} tok/s)")
 
 
+def cmd_eval(a) -> None:
+    from .evaluate import PROMPTS, evaluate, read_prompts
+    if a.max_tokens < 1:
+        raise EdgedecError("--max-tokens must be at least 1")
+    prompts = read_prompts(a.prompts) if a.prompts else PROMPTS
+    model = _load(a)
+    spec = _spec(a, model)
+    model.session().generate(prompts[0][1], max_tokens=4, mode=a.mode, spec=spec)   # settings checked, warm
+    res = evaluate(model, prompts, a.mode, spec, a.max_tokens,
+                   progress=lambda i, n: progress_bar("prompts", i, n) if sys.stderr.isatty() else None)
+    if a.json:
+        print(json.dumps(res, indent=1))
+        return
+    print(f"{a.mode} {res['settings']} on {res['prompts']} prompts, {res['tokens']} tokens, against plain greedy:")
+    for kind, r in [("all", res)] + sorted(res.get("by_kind", {}).items()):
+        print(f"  {kind:6s} agreement {r['agreement']:.1%}  perplexity {r['perplexity']:.3f} (plain "
+              f"{r['plain_perplexity']:.3f})  {r['tok_s']:.1f} tok/s vs {r['plain_tok_s']:.1f} "
+              f"({r['speedup']:.2f}x)  sources: {_sources_line(r['sources'])}")
+
+
 def _add_model_args(p, gen=True):
     p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
     p.add_argument("--backend", default=os.environ.get("EDGEDEC_BACKEND", "onnxruntime"),
@@ -300,12 +322,22 @@ def _add_model_args(p, gen=True):
         p.add_argument("--min-p", type=float, default=0.0)
         p.add_argument("--repeat-penalty", type=float, default=1.0)
         p.add_argument("--seed", type=int)
-        p.add_argument("--mode", default="plain", help="plain (default), self-spec or lookup")
+        p.add_argument("--mode", default="plain", help="plain (default), self-spec or lookup (lossless); "
+                       "early-exit or entropy (lossy)")
         p.add_argument("--exit-layer", type=int, help="self-spec: draft with layers[0:E] (default: tuned, or "
-                       "chosen per context among the bundle's cuts)")
+                       "chosen per context among the bundle's cuts); early-exit: the one exit (default: every "
+                       "cut from half the depth on); entropy: the small model is layers[0:E] + head")
         p.add_argument("--draft-len", type=int, help="speculation: most tokens drafted per round "
                        "(default: self-spec 4, lookup 8)")
-        p.add_argument("--threshold", type=float, help="self-spec: stop drafting below this top probability")
+        p.add_argument("--threshold", "--exit-threshold", "--entropy-threshold", dest="threshold", type=float,
+                       help="self-spec: stop drafting below this top probability (default 0.3); early-exit: "
+                       "exit where the entropy is below this many nats (default 0.5); entropy: the small "
+                       "model writes while its rolling entropy is below this (default 1.0); 0 = never")
+        p.add_argument("--entropy-window", type=int, help="entropy: tokens in the rolling entropy (default 4)")
+        p.add_argument("--rollback-margin", type=float, help="entropy: roll back at the first small-model "
+                       "token this many nats below the full model's best (default 3; 0 keeps only its choices)")
+        p.add_argument("--small-run", type=int, help="entropy: most small-model tokens between catch-ups "
+                       "(default 8)")
         p.add_argument("--lookup", action=argparse.BooleanOptionalAction, default=None,
                        help="self-spec: also use prompt-lookup drafts (default on)")
         p.add_argument("--draft", action=argparse.BooleanOptionalAction, default=None,
@@ -353,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarize a bundle")
     p.add_argument("bundle", nargs="?")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("eval", help="what a decoding mode costs in fidelity and gains in speed, against plain "
+                       "greedy decoding")
+    _add_model_args(p)
+    p.add_argument("--prompts", help="prompts file: one per line, or JSON lines with \"prompt\" (and \"kind\"); "
+                   "default: 8 built-in code and prose prompts")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval, max_tokens=96)
 
     p = sub.add_parser("perplexity", help="perplexity of a text file")
     _add_model_args(p, gen=False)

@@ -4,9 +4,12 @@ history, config, stats) that yields `Step`s, with its own config dataclass.
     plain       plain.py       PlainConfig
     self-spec   self_spec.py   SelfSpecConfig
     lookup      lookup.py      LookupConfig
+    early-exit  early_exit.py  EarlyExitConfig   (lossy)
+    entropy     entropy.py     EntropyConfig     (lossy)
 
 Each mode names the runner protocol it needs (runtimes/contract.py): plain runs on any Runner; the
-speculative modes verify many rows in one call and pick a row path, so they need a LayeredRunner.
+speculative modes verify many rows in one call and pick a row path, and the lossy modes run layer ranges
+and the head apart, so they need a LayeredRunner.
 
 A strategy feeds the tokens the runner has not seen yet, then produces tokens until the caller stops
 iterating. Each Step says where its token came from (rounds.py). Whether a call speculates at all, and on
@@ -17,6 +20,8 @@ from typing import Callable
 
 from edgedec.runtimes.contract import LayeredRunner, Runner
 
+from .early_exit import EarlyExitConfig, early_exit
+from .entropy import EntropyConfig, entropy_switch
 from .lookup import LookupConfig, lookup
 from .plain import PlainConfig, plain
 from .rounds import SpecStats, Step
@@ -34,7 +39,10 @@ MODES = {
     "plain": Mode(plain, PlainConfig, Runner),
     "self-spec": Mode(self_spec, SelfSpecConfig, LayeredRunner),
     "lookup": Mode(lookup, LookupConfig, LayeredRunner),
+    "early-exit": Mode(early_exit, EarlyExitConfig, LayeredRunner),
+    "entropy": Mode(entropy_switch, EntropyConfig, LayeredRunner),
 }
+LOSSY = ("early-exit", "entropy")
 
-__all__ = ["MODES", "Mode", "Step", "SpecStats", "PlainConfig", "SelfSpecConfig", "LookupConfig",
-           "plain", "self_spec", "lookup"]
+__all__ = ["MODES", "LOSSY", "Mode", "EarlyExitConfig", "EntropyConfig", "Step", "SpecStats", "PlainConfig", "SelfSpecConfig", "LookupConfig",
+           "plain", "self_spec", "lookup", "early_exit", "entropy_switch"]

@@ -7,6 +7,9 @@ tells `learn` what the call measured; the decoding loops never see any of it.
     exact=None    auto: the PathLedger decides per call from what earlier calls measured; the call either
                   speculates on the many-row path or decodes plainly on the one-row path, so its greedy
                   output is token for token one of the two plain runs
+
+The lossy modes (early-exit, entropy) always run themselves, on the one-row path unless exact=True, and
+teach the ledger nothing.
 """
 from __future__ import annotations
 
@@ -25,15 +28,17 @@ MARGIN = 0.1   # how much a call's gain must beat the exact path's tax by (PathL
 class CallPlan:
     strategy: str       # the mode whose loop runs: the requested one, or "plain"
     min_rows: int       # the row path: 1 or 2
-    path: str           # "speculate", or "plain" (also for plain mode)
+    path: str           # "speculate", "plain" (also for plain mode), or "lossy" (early-exit, entropy)
     learns: bool        # whether the call's measurements go into the ledger
 
 
 def plan_call(ledger: "PathLedger", runner, mode: str, adaptive: bool, exact: bool | None) -> CallPlan:
     """What the next call in `mode` runs, and on which row path (see the module docstring)."""
-    speculative = mode in SPECULATIVE
+    if mode not in SPECULATIVE and mode != "plain":          # the lossy modes: always themselves
+        rows = 2 if exact and 2 in runner.row_paths else 1
+        return CallPlan(mode, rows, "lossy", False)
     path = "plain"
-    if speculative:
+    if mode in SPECULATIVE:
         path = ledger.choose(mode) if exact is None and adaptive else "speculate"
     many = exact if exact is not None else path == "speculate"
     rows = 2 if many and 2 in runner.row_paths else 1

@@ -7,6 +7,8 @@ Every Step says where its token came from:
     draft     an accepted draft of the bundle's trained draft (self-spec)
     lookup    an accepted draft copied from the context (prompt lookup)
     verify    the full model's own token at the end of a verified round (a correction or the bonus token)
+    exit      a token that left the model at exit `layer` (early-exit, lossy)
+    small     a token of the small model that the full model kept (entropy, lossy)
 """
 from __future__ import annotations
 
@@ -58,6 +60,14 @@ class SpecStats:
 def top_probability(logits: np.ndarray) -> float:
     """The largest probability of softmax(logits): how sure a greedy drafter is of its token."""
     return float(1.0 / np.exp(logits - logits.max()).sum())
+
+
+def entropy(logits: np.ndarray) -> float:
+    """The entropy of softmax(logits), in nats: how unsure the model is of its next token."""
+    z = logits.astype(np.float64) - logits.max()
+    p = np.exp(z)
+    total = p.sum()
+    return float(np.log(total) - (p * z).sum() / total)
 
 
 def plain_step(runner, x: int, sample, history: list[int], costs, stats: SpecStats) -> Step:
