@@ -73,12 +73,12 @@ def teacher_forced(runner, prompt: list[int], tokens: list[int]) -> tuple[np.nda
 
 def evaluate(model, prompts: list[tuple[str, str]], mode: str, spec=None, max_tokens: int = 96,
              ignore_eos: bool = True, progress=None) -> dict:
-    """The mode against plain greedy decoding on each prompt (see the module docstring); one dict of
-    totals, and the same per kind of prompt."""
+    """The mode against plain greedy decoding on each (kind, prompt) (a prompt: text, chat-formatted, or
+    token ids; see the module docstring); one dict of totals, and the same per kind of prompt."""
     plain, lossy, judge = model.session(), model.session(), model.session()
     rows = []
     for i, (kind, text) in enumerate(prompts):
-        ids = model.encode_prompt(text)
+        ids = list(text) if isinstance(text, list) else model.encode_prompt(text)
         ref = plain.generate(ids, max_tokens=max_tokens, ignore_eos=ignore_eos)
         got = lossy.generate(ids, max_tokens=max_tokens, ignore_eos=ignore_eos, mode=mode, spec=spec)
         plain.reset()
