@@ -72,7 +72,12 @@ class Bundle:
 
 
 def require_cut(layer: int, cuts: list[int]) -> None:
-    """An exit layer must be where a segment graph ends (not the last cut, the layer count)."""
+    """An exit layer must be inside the model and where a segment graph ends (not the last cut, the layer
+    count)."""
+    n_layers = cuts[-1]
+    if not 1 <= layer <= n_layers - 1:
+        raise ModeError(f"$exit_layer {layer} is out of range: this model has {n_layers} layers, so the exit "
+                        f"layer must be in 1..{n_layers - 1}")
     if layer not in cuts[:-1]:
         raise ModeError(f"$exit_layer {layer} is not a cut of this bundle (cuts: {', '.join(map(str, cuts[:-1]))}); "
                         f"pick one of them, or export again with $cuts including {layer}")

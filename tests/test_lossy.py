@@ -42,6 +42,12 @@ def test_threshold_zero_is_plain_decoding(int4_bundle, prompts, mode, spec):
         assert got.sources == {"plain": N_NEW}
 
 
+def entropy_outputs(m, prompts, spec) -> list:
+    """(prompt ids, Result) of entropy decoding on each prompt, N_NEW tokens each."""
+    return [(ids, m.session().generate(ids, max_tokens=N_NEW, ignore_eos=True, mode="entropy", spec=spec))
+            for ids in map(m.encode_prompt, prompts)]
+
+
 def disagreements_beyond_ties(judge, ids: list[int], tokens: list[int]) -> list[int]:
     """Positions where a token is not the full model's greedy choice, teacher-forced, and not within a
     numerical near-tie (top logit minus the token's < 1e-4) either."""
@@ -56,13 +62,10 @@ def disagreements_beyond_ties(judge, ids: list[int], tokens: list[int]) -> list[
 def test_strictest_rollback_keeps_only_the_full_models_choices(exact_model, prompts, exit_layer):
     """margin 0: every token kept is the full model's greedy choice at its position (teacher-forced), while
     the small model really wrote (and had tokens kept)."""
-    m = exact_model
-    judge = m.session()
+    judge = exact_model.session()
     kept = 0
-    for p in prompts:
-        ids = m.encode_prompt(p)
-        r = m.session().generate(ids, max_tokens=N_NEW, ignore_eos=True, mode="entropy",
-                                 spec=EntropyConfig(threshold=8.0, margin=0.0, exit_layer=exit_layer))
+    for ids, r in entropy_outputs(exact_model, prompts, EntropyConfig(threshold=8.0, margin=0.0,
+                                                                      exit_layer=exit_layer)):
         assert disagreements_beyond_ties(judge, ids, r.tokens) == []
         kept += r.sources.get("small", 0)
     assert kept > 5
@@ -71,13 +74,9 @@ def test_strictest_rollback_keeps_only_the_full_models_choices(exact_model, prom
 def test_loose_rollback_keeps_small_tokens_the_full_model_would_not_pick(exact_model, prompts):
     """The margin is what makes the mode lossy: a wide one keeps some tokens that are not the full
     model's greedy choice (so the strict test above is not passing trivially)."""
-    m = exact_model
-    judge = m.session()
+    judge = exact_model.session()
     disagree = 0
-    for p in prompts:
-        ids = m.encode_prompt(p)
-        r = m.session().generate(ids, max_tokens=N_NEW, ignore_eos=True, mode="entropy",
-                                 spec=EntropyConfig(threshold=8.0, margin=20.0))
+    for ids, r in entropy_outputs(exact_model, prompts, EntropyConfig(threshold=8.0, margin=20.0)):
         disagree += len(disagreements_beyond_ties(judge, ids, r.tokens))
         assert r.sources.get("small", 0) > 0
     assert disagree > 0

@@ -30,10 +30,9 @@ from typing import Iterator
 import numpy as np
 
 from edgedec.bundle import require_cut
-from edgedec.errors import ModeError
 from edgedec.runtimes.contract import LayeredRunner
 
-from .rounds import SpecStats, Step, entropy
+from .rounds import SpecStats, Step, as_numpy, check_threshold, entropy
 
 MAX_WAITING = 8
 
@@ -46,20 +45,11 @@ class EarlyExitConfig:
     def check(self, n_layers: int, cuts: list[int]) -> None:
         check_threshold(self.threshold)
         if self.exit_layer is not None:
-            if not 1 <= self.exit_layer <= n_layers - 1:
-                raise ModeError(f"$exit_layer {self.exit_layer} is out of range: this model has {n_layers} "
-                                f"layers, so the exit layer must be in 1..{n_layers - 1}")
             require_cut(self.exit_layer, cuts)
 
     def exits(self, cuts: list[int]) -> list[int]:
         n_layers = cuts[-1]
         return [self.exit_layer] if self.exit_layer is not None else [c for c in cuts[:-1] if 2 * c >= n_layers]
-
-
-def check_threshold(t: float, name: str = "threshold") -> None:
-    if not 0.0 <= t <= 20.0:
-        raise ModeError(f"${name} {t} is out of range: it is an entropy in nats, 0 (never) to about 11 "
-                        "(this vocabulary's largest); 0.1-3 make sense")
 
 
 def early_exit(runner: LayeredRunner, new_tokens: list[int], sample, history: list[int],
@@ -85,7 +75,7 @@ def _token(runner, x: int, exits: list[int], waiting: dict, threshold: float) ->
     """Run token x as deep as it needs: (its logits, the exit it stopped at or None for the last layer)."""
     n_waiting = sum(h.shape[1] for h in waiting.values())
     may_exit = threshold > 0 and n_waiting < MAX_WAITING and runner.length + n_waiting + 2 < runner.n_ctx
-    h = _numpy(runner.layers([x], end=exits[0])[0])
+    h = as_numpy(runner.layers([x], end=exits[0])[0])
     for e, deeper in zip(exits, exits[1:] + [runner.config.n_layers]):
         if e in waiting:
             h = np.concatenate([waiting.pop(e), h], axis=1)
@@ -94,9 +84,5 @@ def _token(runner, x: int, exits: list[int], waiting: dict, threshold: float) ->
             if entropy(logits) < threshold:
                 waiting[e] = h
                 return logits, e
-        h = _numpy(runner.layers(hidden=h, start=e, end=deeper)[0])
+        h = as_numpy(runner.layers(hidden=h, start=e, end=deeper)[0])
     return runner.head(h[:, -1:])[0], None
-
-
-def _numpy(h) -> np.ndarray:
-    return h if isinstance(h, np.ndarray) else h.numpy()

@@ -29,12 +29,12 @@ from typing import Iterator
 
 import numpy as np
 
+from edgedec.bundle import require_cut
 from edgedec.errors import ModeError
 from edgedec.runtimes.contract import LayeredRunner
 from edgedec.sampling import probabilities
 
-from .early_exit import _numpy, check_threshold
-from .rounds import SpecStats, Step, entropy
+from .rounds import SpecStats, Step, as_numpy, check_threshold, entropy
 
 DOWN = 0.75     # the full model hands back once its rolling entropy is below threshold * DOWN
 
@@ -58,10 +58,6 @@ class EntropyConfig:
         if self.max_run < 1:
             raise ModeError(f"$max_run {self.max_run} is invalid: it must be at least 1")
         if self.exit_layer is not None:
-            from edgedec.bundle import require_cut
-            if not 1 <= self.exit_layer <= n_layers - 1:
-                raise ModeError(f"$exit_layer {self.exit_layer} is out of range: this model has {n_layers} "
-                                f"layers, so the exit layer must be in 1..{n_layers - 1}")
             require_cut(self.exit_layer, cuts)
 
 
@@ -193,7 +189,7 @@ class FirstLayers:
         self.hidden = []
         for _ in range(k):
             h, _ = self.runner.layers([token], end=self.exit_layer)
-            self.hidden.append(_numpy(h))
+            self.hidden.append(as_numpy(h))
             logits = self.runner.head(self.hidden[-1])[0]
             token = _draw(logits, sample, hist)
             drafts.append(token)

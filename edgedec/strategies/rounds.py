@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgedec.errors import ModeError
+
 
 @dataclass(frozen=True)
 class Step:
@@ -68,6 +70,18 @@ def entropy(logits: np.ndarray) -> float:
     p = np.exp(z)
     total = p.sum()
     return float(np.log(total) - (p * z).sum() / total)
+
+
+def check_threshold(t: float) -> None:
+    """An entropy threshold (early-exit, entropy) must be a possible entropy."""
+    if not 0.0 <= t <= 20.0:
+        raise ModeError(f"$threshold {t} is out of range: it is an entropy in nats, 0 (never) to about 11 "
+                        "(this vocabulary's largest); 0.1-3 make sense")
+
+
+def as_numpy(h) -> np.ndarray:
+    """A backend's hidden state (numpy, or ONNX Runtime's OrtValue) as a numpy array."""
+    return h if isinstance(h, np.ndarray) else h.numpy()
 
 
 def plain_step(runner, x: int, sample, history: list[int], costs, stats: SpecStats) -> Step:

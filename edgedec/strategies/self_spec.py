@@ -35,7 +35,7 @@ from edgedec.sampling import probabilities
 from .cost import CostModel
 from .draft import draft_round
 from .lookup import LookupConfig, lookup_round, propose
-from .rounds import SpecStats, Step, accept, plain_step, top_probability
+from .rounds import SpecStats, Step, accept, as_numpy, plain_step, top_probability
 
 PROBE_EVERY = 8     # every 8th self-draft round also measures the other exit layers' agreement
 
@@ -56,12 +56,8 @@ class SelfSpecConfig:
             raise ModeError(f"$k_max {self.k_max} is invalid: it must be at least 1 (1..16 make sense)")
         if not 0.0 <= self.threshold < 1.0:
             raise ModeError(f"$threshold {self.threshold} is invalid: use a probability in [0, 1)")
-        if self.exit_layer is None:
-            return
-        if not 1 <= self.exit_layer <= n_layers - 1:
-            raise ModeError(f"$exit_layer {self.exit_layer} is out of range: this model has {n_layers} layers, "
-                            f"so the exit layer must be in 1..{n_layers - 1}")
-        require_cut(self.exit_layer, cuts)
+        if self.exit_layer is not None:
+            require_cut(self.exit_layer, cuts)
 
 
 def self_spec(runner: LayeredRunner, new_tokens: list[int], sample, history: list[int],
@@ -108,7 +104,7 @@ def self_round(runner, x, exit_layer, k, cfg, sample, history, costs, stats, pro
     for _ in range(k):
         h, tapped = runner.layers([token], end=exit_layer, taps=[c for c in others if c < exit_layer])
         _file(taps, tapped)
-        hidden.append(_numpy(h))
+        hidden.append(as_numpy(h))
         logits = runner.head(hidden[-1])[0]
         if sample.cfg.greedy:
             token, top, q = int(np.argmax(logits)), top_probability(logits), None
@@ -152,7 +148,3 @@ def _probe_exits(runner, taps, logits, steps, costs) -> None:
 def _file(taps: dict, tapped: dict) -> None:
     for c, v in tapped.items():
         taps[c].append(v)
-
-
-def _numpy(h) -> np.ndarray:
-    return h if isinstance(h, np.ndarray) else h.numpy()

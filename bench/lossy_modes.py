@@ -1,0 +1,79 @@
+"""Speed against fidelity for the lossy modes: a sweep of thresholds through `edgedec eval`'s harness.
+
+    python bench/lossy_modes.py -o bench/results/lossy-YYYYMMDD [--prompts 8] [-n 64]
+
+Prompts: the first HumanEval prompts (code) and writingbench queries (prose), which the shipped draft never
+trained on (it read HumanEval 40+ and writingbench 40+). Each setting runs edgedec.evaluate: per prompt,
+plain greedy decoding and the mode in turn, in this one process, then the full model teacher-forced over
+each output. Writes lossy.json (every setting, code and prose apart) and lossy.png (speed ratio against
+teacher-forced agreement, one curve per mode and kind).
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import edgedec
+from edgedec.evaluate import evaluate
+from edgedec.strategies import EarlyExitConfig, EntropyConfig
+from edgedec_tools.prompts import code_prompts, writing_prompts
+
+SWEEP = {
+    "early-exit": [EarlyExitConfig(threshold=t) for t in (0.05, 0.2, 0.5, 1.0, 2.0)],
+    "entropy (draft)": [EntropyConfig(threshold=t) for t in (0.3, 1.0, 2.0, 3.0, 5.0)],
+    "entropy (draft, margin 1)": [EntropyConfig(threshold=t, margin=1.0) for t in (1.0, 3.0, 5.0)],
+    "entropy (layers 0-24)": [EntropyConfig(threshold=t, exit_layer=24) for t in (1.0, 3.0)],
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("bundle", nargs="?")
+    ap.add_argument("-o", "--out", default=f"bench/results/lossy-{time.strftime('%Y%m%d')}")
+    ap.add_argument("--prompts", type=int, default=8, help="prompts of each kind")
+    ap.add_argument("-n", "--max-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = edgedec.load(a.bundle, threads=a.threads)
+    prompts = [("code", p) for p in code_prompts(a.prompts)] + [("prose", p) for p in writing_prompts(a.prompts)]
+    model.session().generate(prompts[0][1], max_tokens=8)                      # warm up
+    result = {"bundle": str(model.bundle.path), "threads": a.threads, "max_tokens": a.max_tokens,
+              "prompts": {"code": f"HumanEval 0..{a.prompts - 1}", "prose": f"writingbench 0..{a.prompts - 1}"},
+              "runs": []}
+    for label, specs in SWEEP.items():
+        mode = "early-exit" if label == "early-exit" else "entropy"
+        for spec in specs:
+            t = time.time()
+            r = evaluate(model, prompts, mode, spec, a.max_tokens)
+            r["label"] = label
+            result["runs"].append(r)
+            print(f"{label:26s} T={spec.threshold:<4} " + "  ".join(
+                f"{k}: agree {v['agreement']:.1%} ppl {v['perplexity']:.2f}/{v['plain_perplexity']:.2f} "
+                f"{v['speedup']:.2f}x" for k, v in r["by_kind"].items()) + f"  ({time.time() - t:.0f} s)", flush=True)
+            (out_dir / "lossy.json").write_text(json.dumps(result, indent=1))
+    plot(result, out_dir / "lossy.png")
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, kind in zip(axes, ("code", "prose")):
+        for label in dict.fromkeys(r["label"] for r in result["runs"]):
+            rows = [r["by_kind"][kind] for r in result["runs"] if r["label"] == label]
+            ax.plot([r["agreement"] for r in rows], [r["speedup"] for r in rows], "o-", label=label)
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.axvline(0.95, color="gray", lw=0.8, ls="--")
+        ax.set_title(f"{kind}: speed vs fidelity ({result['threads']} threads)")
+        ax.set_xlabel("teacher-forced agreement with the full model")
+    axes[0].set_ylabel("decode tok/s / plain decoding's (median over prompts)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
