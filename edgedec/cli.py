@@ -335,7 +335,7 @@ def _add_model_args(p, gen=True):
                        "model writes while its rolling entropy is below this (default 1.0); 0 = never")
         p.add_argument("--entropy-window", type=int, help="entropy: tokens in the rolling entropy (default 4)")
         p.add_argument("--rollback-margin", type=float, help="entropy: roll back at the first small-model "
-                       "token this many nats below the full model's best (default 3; 0 keeps only its choices)")
+                       "token this many nats below the full model's best (default 1; 0 keeps only its choices)")
         p.add_argument("--small-run", type=int, help="entropy: most small-model tokens between catch-ups "
                        "(default 8)")
         p.add_argument("--lookup", action=argparse.BooleanOptionalAction, default=None,

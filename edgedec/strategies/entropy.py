@@ -43,7 +43,7 @@ DOWN = 0.75     # the full model hands back once its rolling entropy is below th
 class EntropyConfig:
     threshold: float = 1.0           # nats: the small model writes while its rolling entropy is below this
     entropy_window: int = 4          # tokens in the rolling mean
-    margin: float = 3.0              # rollback at a small token this many nats below the full model's best
+    margin: float = 1.0              # rollback at a small token this many nats below the full model's best
     max_run: int = 8                 # most small tokens before the full model catches up
     exit_layer: int | None = None    # the small model: layers[0:E] + head instead of the trained draft
 
