@@ -1,17 +1,20 @@
 """Speed against fidelity for the lossy modes: a sweep of thresholds through `edgedec eval`'s harness.
 
-    python bench/lossy_modes.py -o bench/results/lossy-YYYYMMDD [--prompts 8] [-n 64]
+    python bench/lossy_modes.py -o bench/results/lossy-YYYYMMDD [--prompts 8] [-n 64] [--parts sweep,costs]
 
 Prompts: the first HumanEval prompts (code) and writingbench queries (prose), which the shipped draft never
 trained on (it read HumanEval 40+ and writingbench 40+). Each setting runs edgedec.evaluate: per prompt,
 plain greedy decoding and the mode in turn, in this one process, then the full model teacher-forced over
 each output. Writes lossy.json (every setting, code and prose apart) and lossy.png (speed ratio against
-teacher-forced agreement, one curve per mode and kind).
+teacher-forced agreement, one curve per mode and kind). The costs part times the calls the modes are made
+of (medians of 30): a plain step, the head, a catch-up of n rows, a trained-draft step.
 """
 import argparse
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 import edgedec
 from edgedec.evaluate import evaluate
@@ -33,10 +36,19 @@ def main():
     ap.add_argument("--prompts", type=int, default=8, help="prompts of each kind")
     ap.add_argument("-n", "--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parts", default="sweep,costs")
     a = ap.parse_args()
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = edgedec.load(a.bundle, threads=a.threads)
+    if "costs" in a.parts:
+        costs = step_costs(model)
+        print(json.dumps(costs))
+        path = out_dir / "lossy.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, "costs_ms": costs}, indent=1))
+    if "sweep" not in a.parts:
+        return
     prompts = [("code", p) for p in code_prompts(a.prompts)] + [("prose", p) for p in writing_prompts(a.prompts)]
     model.session().generate(prompts[0][1], max_tokens=8)                      # warm up
     result = {"bundle": str(model.bundle.path), "threads": a.threads, "max_tokens": a.max_tokens,
@@ -52,8 +64,35 @@ def main():
             print(f"{label:26s} T={spec.threshold:<4} " + "  ".join(
                 f"{k}: agree {v['agreement']:.1%} ppl {v['perplexity']:.2f}/{v['plain_perplexity']:.2f} "
                 f"{v['speedup']:.2f}x" for k, v in r["by_kind"].items()) + f"  ({time.time() - t:.0f} s)", flush=True)
-            (out_dir / "lossy.json").write_text(json.dumps(result, indent=1))
+            old = json.loads((out_dir / "lossy.json").read_text()) if (out_dir / "lossy.json").exists() else {}
+            (out_dir / "lossy.json").write_text(json.dumps({**old, **result}, indent=1))
     plot(result, out_dir / "lossy.png")
+
+
+def step_costs(model, rounds: int = 30) -> dict:
+    """Milliseconds per call (median of `rounds`), each call undone before the next."""
+    runner = model.session().backend
+    runner.forward(model.encode_prompt("Write a story about the sea and a ship."))
+
+    def median_ms(call) -> float:
+        times = []
+        for _ in range(rounds):
+            n = runner.length
+            t = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t)
+            runner.truncate(n)
+        return round(float(np.median(times)) * 1000, 3)
+
+    hidden, _ = runner.layers([100])
+    out = {"plain_step": median_ms(lambda: runner.forward([100])), "head": median_ms(lambda: runner.head(hidden))}
+    for k in (2, 5, 9):
+        out[f"catch_up_{k}_rows"] = median_ms(lambda: runner.head(runner.layers(list(range(100, 100 + k)))[0]))
+    drafter = runner.drafter()
+    if drafter is not None:
+        state = np.zeros((1, 1, model.bundle.config.hidden), np.float32)
+        out["draft_step"] = median_ms(lambda: drafter.step(state, [5]))
+    return out
 
 
 def plot(result: dict, path: Path) -> None:
