@@ -1,13 +1,15 @@
 """Speed against fidelity for the lossy modes: a sweep of thresholds through `edgedec eval`'s harness.
 
-    python bench/lossy_modes.py -o bench/results/lossy-YYYYMMDD [--prompts 8] [-n 64] [--parts sweep,costs]
+    python bench/lossy_modes.py -o bench/results/lossy-YYYYMMDD [--prompts 8] [-n 64] [--parts sweep,costs,margins]
 
 Prompts: the first HumanEval prompts (code) and writingbench queries (prose), which the shipped draft never
 trained on (it read HumanEval 40+ and writingbench 40+). Each setting runs edgedec.evaluate: per prompt,
 plain greedy decoding and the mode in turn, in this one process, then the full model teacher-forced over
 each output. Writes lossy.json (every setting, code and prose apart) and lossy.png (speed ratio against
 teacher-forced agreement, one curve per mode and kind). The costs part times the calls the modes are made
-of (medians of 30): a plain step, the head, a catch-up of n rows, a trained-draft step.
+of (medians of 30): a plain step, the head, a catch-up of n rows, a trained-draft step. The margins part
+runs the entropy mode with the entropy stop out of the way (threshold 8), so that the rollback margin alone
+decides: how many drafted tokens a margin keeps, and how fast the mode would be if none were rolled back.
 """
 import argparse
 import json
@@ -47,6 +49,17 @@ def main():
         path = out_dir / "lossy.json"
         old = json.loads(path.read_text()) if path.exists() else {}
         path.write_text(json.dumps({**old, "costs_ms": costs}, indent=1))
+    if "margins" in a.parts:
+        rows = {}
+        for margin in (3.0, 30.0):
+            r = evaluate(model, [("code", p) for p in code_prompts(4)] + [("prose", p) for p in writing_prompts(4)],
+                         "entropy", EntropyConfig(threshold=8.0, margin=margin), a.max_tokens)
+            rows[str(margin)] = {k: r[k] for k in ("agreement", "tok_s", "plain_tok_s", "speedup", "sources",
+                                                   "perplexity", "plain_perplexity")}
+            print(f"margin {margin}: {rows[str(margin)]}", flush=True)
+        path = out_dir / "lossy.json"
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, "margins_threshold_8": rows}, indent=1))
     if "sweep" not in a.parts:
         return
     prompts = [("code", p) for p in code_prompts(a.prompts)] + [("prose", p) for p in writing_prompts(a.prompts)]
