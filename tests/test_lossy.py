@@ -151,13 +151,17 @@ def test_bad_settings_get_one_line(exact_model, spec, words):
         exact_model.session().generate("hi", max_tokens=2, mode=mode, spec=spec)
 
 
-def test_entropy_without_a_draft_names_the_fix(tiny):
+def test_a_bundle_without_what_the_mode_needs_names_the_fix(tiny, tmp_path):
+    from edgedec.export.bundle_writer import export_bundle
     _, _, root = tiny
-    m = edgedec.load(root / "bundle", n_ctx=64)
+    m = edgedec.load(root / "bundle", n_ctx=64)           # no trained draft
     with pytest.raises(ModeError, match="edgedec export --draft"):
         m.session().generate([5, 6, 7], max_tokens=2, mode="entropy")
     assert m.session().generate([5, 6, 7], max_tokens=2, mode="entropy",
                                 spec=EntropyConfig(exit_layer=2)).n_new_tokens == 2
+    shallow, _ = export_bundle(root / "hf", tmp_path / "b", quant="fp32", cuts="1")   # no cut past half depth
+    with pytest.raises(ModeError, match="edgedec export --cuts"):
+        edgedec.load(shallow, n_ctx=64).session().generate([5, 6, 7], max_tokens=2, mode="early-exit")
 
 
 def test_cli_bad_input_is_one_line(int4_bundle, tmp_path):

@@ -30,6 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from edgedec.bundle import require_cut
+from edgedec.errors import ModeError
 from edgedec.runtimes.contract import LayeredRunner
 
 from .rounds import SpecStats, Step, as_numpy, check_threshold, entropy
@@ -58,6 +59,9 @@ def early_exit(runner: LayeredRunner, new_tokens: list[int], sample, history: li
     cfg = cfg or EarlyExitConfig()
     stats = stats if stats is not None else SpecStats()
     exits = cfg.exits(runner.cuts)
+    if not exits:
+        raise ModeError(f"this bundle has no exit from half its depth on (cuts: {runner.cuts}); export it again "
+                        f"with more $cuts (edgedec export --cuts 6,12,18,24), or name an exit with $exit_layer")
     waiting: dict[int, np.ndarray] = {}       # exit -> hidden rows [1, m, H] of the positions waiting there
     logits, exit_at = runner.forward(new_tokens)[-1], None
     while True:
