@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from . import manifest
@@ -303,6 +304,33 @@ def cmd_eval(a) -> None:
               f"({r['speedup']:.2f}x)  sources: {_sources_line(r['sources'])}")
 
 
+def cmd_batch(a) -> None:
+    from .batch_job import run
+    t0 = time.time()
+
+    def progress(done, tokens, seconds):
+        if sys.stderr.isatty() or done % 10 == 0:
+            rate = tokens / max(seconds, 1e-9)
+            left = (total - done) * seconds / max(done, 1)
+            sys.stderr.write(f"\r{done}/{total} requests, {rate:.1f} tok/s, ETA {left:.0f} s   ")
+            sys.stderr.flush()
+
+    def load():
+        return _load(a)
+
+    from .batch_job import done_ids, read_jobs
+    from pathlib import Path as _P
+    total = 0
+    try:
+        total = len(read_jobs(_P(a.input).expanduser(), done_ids(_P(a.output).expanduser()))[0])
+    except EdgedecError:
+        pass                                     # run() reports it, in order
+    res = run(ensure_default_bundle(a.bundle), a.input, a.output, workers=a.workers, slots=a.slots,
+              threads=a.threads, n_ctx=a.ctx, backend=a.backend, kv=a.kv, load=load, progress=progress)
+    sys.stderr.write("\n")
+    print(json.dumps({**res, "wall_seconds": round(time.time() - t0, 1)}))
+
+
 def _add_model_args(p, gen=True):
     p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
     p.add_argument("--backend", default=os.environ.get("EDGEDEC_BACKEND", "onnxruntime"),
@@ -393,6 +421,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: 8 built-in code and prose prompts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval, max_tokens=96)
+
+    p = sub.add_parser("batch", help="an offline job: a JSONL file of prompts in, a JSONL file of answers out "
+                       "(resumable)")
+    p.add_argument("input", help="JSONL: {\"id\": ..., \"prompt\": \"...\"} or {\"id\": ..., \"messages\": [...]}, "
+                   "optional max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop")
+    p.add_argument("-o", "--output", required=True, help="JSONL of answers; an existing one is resumed")
+    p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
+    p.add_argument("--backend", default="onnxruntime", help=argparse.SUPPRESS)
+    p.add_argument("-t", "--threads", type=int, default=int(os.environ.get("EDGEDEC_THREADS", 2)))
+    p.add_argument("--ctx", type=int, default=2048, help="positions per sequence (default 2048)")
+    p.add_argument("--kv", default="fp32", help="KV cache type: fp32 (default), fp16, int8 or int4")
+    p.add_argument("--slots", type=int, default=8, help="sequences decoded together per worker (default 8)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model "
+                   "(default 1; the threads are shared out)")
+    p.set_defaults(func=cmd_batch, kv_window=None, kv_sinks=None)
 
     p = sub.add_parser("perplexity", help="perplexity of a text file")
     _add_model_args(p, gen=False)

@@ -26,7 +26,7 @@ from .errors import EdgedecError, ModeError, Notice, SessionBusyError
 from .sampling import Sampler, SamplerConfig
 from .strategies import MODES, SpecStats
 from .strategies.path import PathLedger, learn, plan_call
-from .tokenizer import StreamDecoder
+from .tokenizer import TextStream
 
 
 @dataclass
@@ -184,8 +184,7 @@ class Session:
         n_ctx, eos = self.model.n_ctx, (() if ignore_eos else self.model.tokenizer.eos_ids)
         evicted = self.backend.evicted
         n_prompt, history = len(ids), list(ids)
-        decoder = StreamDecoder(self.model.tokenizer)
-        pending = ""                # text held back while it might be the start of a stop string
+        stream = TextStream(self.model.tokenizer, stop)
         t0 = time.perf_counter()
         t_first = now = None
         n_new = 0
@@ -200,16 +199,9 @@ class Session:
                 self.context.append(step.token)
                 prefill = n_prompt / max(t_first - t0, 1e-9)
                 decode = (n_new - 1) / (now - t_first) if n_new > 1 else 0.0
-                finish = None
-                if step.token in eos:
-                    finish, piece = "stop", decoder.flush()
-                else:
-                    piece = decoder.push(step.token)
-                pending += piece
-                cut = _find_stop(pending, stop)
-                if cut is not None:
-                    pending, finish = pending[:cut], "stop"
-                elif finish is None and n_new >= max_tokens:
+                stopped = stream.push(step.token, eos=step.token in eos)
+                finish = "stop" if stopped else None
+                if finish is None and n_new >= max_tokens:
                     finish = "length"
                 elif finish is None and self.backend.length + 1 >= n_ctx and not self.model.kv.evicts:
                     finish, notice = "context", Notice(f"the context ({n_ctx} tokens) is full; raise $n_ctx, "
@@ -218,12 +210,7 @@ class Session:
                     evicted, kv = 1, self.model.kv
                     notice = notice or Notice(f"the context ({n_ctx} tokens) filled: from now on the model sees "
                                               f"the first {kv.sinks} tokens and the last {kv.window} or more")
-                if finish is not None:
-                    pending += decoder.flush() if finish != "stop" else ""
-                    text, pending = pending, ""
-                else:
-                    hold = _stop_prefix_len(pending, stop)
-                    text, pending = pending[: len(pending) - hold], pending[len(pending) - hold:]
+                text = stream.take(final=finish is not None, stopped=stopped)
                 yield Response(text, step.token, step.origin, n_prompt, n_new, prefill, decode, finish, notice)
                 notice = None
                 if finish is not None:
@@ -255,18 +242,3 @@ class Session:
                                   speculation)
         return self.last_result
 
-
-def _find_stop(text: str, stops) -> int | None:
-    hits = [text.find(s) for s in stops if s and s in text]
-    return min(hits) if hits else None
-
-
-def _stop_prefix_len(text: str, stops) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best

@@ -81,3 +81,51 @@ class StreamDecoder:
         rest = self.tok.decode(self.ids[self.prefix:])[len(self.tok.decode(self.ids[self.prefix:self.read])):]
         self.prefix = self.read = len(self.ids)
         return rest
+
+
+class TextStream:
+    """A reply's text as its tokens arrive: UTF-8-safe pieces (StreamDecoder), cut at the first stop string,
+    and holding back what might still become one."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: tuple[str, ...] = ()):
+        self.decoder = StreamDecoder(tokenizer)
+        self.stop = stop
+        self.pending = ""         # decoded, not handed out yet
+
+    def push(self, token: int, eos: bool = False) -> bool:
+        """Add a token (`eos`: the model's end of turn, whose text is not part of the reply); True when the
+        reply ends here (end of turn or a stop string)."""
+        self.pending += self.decoder.flush() if eos else self.decoder.push(token)
+        cut = find_stop(self.pending, self.stop)
+        if cut is not None:
+            self.pending = self.pending[:cut]
+            return True
+        return eos
+
+    def take(self, final: bool = False, stopped: bool = False) -> str:
+        """The text that is safe to hand out now; with `final`, all of it (and, unless the reply `stopped`,
+        what the decoder still holds)."""
+        if final:
+            text = self.pending + ("" if stopped else self.decoder.flush())
+            self.pending = ""
+            return text
+        hold = stop_prefix_len(self.pending, self.stop)
+        text, self.pending = self.pending[: len(self.pending) - hold], self.pending[len(self.pending) - hold:]
+        return text
+
+
+def find_stop(text: str, stops) -> int | None:
+    """Where the first stop string in `text` starts, or None."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def stop_prefix_len(text: str, stops) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best

@@ -27,9 +27,11 @@ import onnx
 import onnxruntime as ort
 
 from edgedec.errors import BundleError, ContextOverflowError, ModeError
-from edgedec.export.kv import QMAX, bytes_per_token, cache_variant, load_ranges, scales
+from edgedec.export.batching import batch_variant
+from edgedec.export.kv import QMAX, bytes_per_token, cache_dtype, cache_variant, cache_width, load_ranges, scales
 from edgedec.kvcache import KVCache, KVConfig
 
+from .ort_batch import OrtBatchRunner
 from .ort_draft import OrtDrafter
 
 _POOL_THREADS: int | None = None
@@ -91,6 +93,10 @@ class OrtEngine:
                 self.k_scales = np.stack([scales(kv.type, ranges[i][0], "k") for i in sorted(ranges)])
             variant = lambda g: cache_variant(g, kv.type, ranges, positions=kv.evicts)  # noqa: E731
         self.sessions = [_session(bundle.file(s.file), threads, provider, variant) for s in self.segments]
+        self._load = (bundle, threads, provider, variant)
+        self._batch_sessions = None
+        self.cache_dtype = cache_dtype(kv.type)
+        self.cache_width = cache_width(kv.type, self.config.head_dim)
         self.head = _session(bundle.file(bundle.manifest.head.file), threads, provider)
         drafts = bundle.manifest.drafts
         if drafts and bundle.manifest.model.fingerprint not in (None, drafts[0].fingerprint):
@@ -102,6 +108,22 @@ class OrtEngine:
 
     def runner(self, n_ctx: int, min_rows: int = 1) -> "OrtRunner":
         return OrtRunner(self, n_ctx, min_rows)
+
+    def batch_runner(self, slots: int, n_ctx: int) -> OrtBatchRunner:
+        """Rows for `slots` sequences decoded together (runtimes/ort_batch.py)."""
+        if self.kv.evicts:
+            raise ModeError("batched decoding does not evict; drop $kv_window (the cache types work)")
+        if not 1 <= n_ctx <= self.config.context:
+            raise ModeError(f"$n_ctx {n_ctx} is out of range; this model supports 1..{self.config.context}")
+        return OrtBatchRunner(self, slots, n_ctx)
+
+    def batch_sessions(self) -> list:
+        """The segment graphs in their batched form (export/batching.py), loaded on first use."""
+        if self._batch_sessions is None:
+            bundle, threads, provider, variant = self._load
+            both = lambda g: batch_variant(variant(g) if variant else g, self.config)  # noqa: E731
+            self._batch_sessions = [_session(bundle.file(s.file), threads, provider, both) for s in self.segments]
+        return self._batch_sessions
 
 
 class OrtRunner:
