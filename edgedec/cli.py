@@ -331,6 +331,14 @@ def cmd_batch(a) -> None:
     print(json.dumps({**res, "wall_seconds": round(time.time() - t0, 1)}))
 
 
+def cmd_serve(a) -> None:
+    from .server import serve
+    model = _load(a)
+    model_id = a.model_id or model.bundle.path.name
+    serve(model, model_id, a.host, a.port, a.slots, a.ctx, a.queue, a.api_key or os.environ.get("EDGEDEC_API_KEY"),
+          log=lambda m: print(m, file=sys.stderr))
+
+
 def _add_model_args(p, gen=True):
     p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
     p.add_argument("--backend", default=os.environ.get("EDGEDEC_BACKEND", "onnxruntime"),
@@ -436,6 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model "
                    "(default 1; the threads are shared out)")
     p.set_defaults(func=cmd_batch, kv_window=None, kv_sinks=None)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions)")
+    _add_model_args(p, gen=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--slots", type=int, default=8, help="requests decoded together (default 8)")
+    p.add_argument("--queue", type=int, default=32, help="requests that may wait beyond the slots; more get 503")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every request (or $EDGEDEC_API_KEY)")
+    p.add_argument("--model-id", help="the model name clients send (default: the bundle's folder name)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("perplexity", help="perplexity of a text file")
     _add_model_args(p, gen=False)
