@@ -92,13 +92,16 @@ def _key(v) -> str:
     return json.dumps(v, sort_keys=True)
 
 
-def read_jobs(input_path: Path, done: set) -> tuple[list[dict], list[dict], int]:
-    """(pending jobs, bad lines {line, reason}, jobs already done)."""
+def read_input(input_path: Path) -> str:
     try:
-        text = input_path.read_text()
+        return input_path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise EdgedecError(f"cannot read {input_path} ({getattr(e, 'strerror', None) or e}); give a readable "
                            "JSONL file") from None
+
+
+def read_jobs(text: str, done: set) -> tuple[list[dict], list[dict], int]:
+    """(pending jobs, bad lines {line, reason}, jobs already done) from the input file's text."""
     jobs, bad, seen, skipped = [], [], set(), 0
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -172,14 +175,15 @@ def _worker(args) -> dict:
 
 
 def run(bundle, input_path, output, *, workers: int = 1, slots: int = 8, threads: int = 2, n_ctx: int | None = None,
-        backend: str = "onnxruntime", kv: str = "fp32", load=None, progress=None, log=sys.stderr) -> dict:
+        backend: str = "onnxruntime", kv: str = "fp32", load=None, progress=None, pending=None,
+        log=sys.stderr) -> dict:
     """The whole job (see the module docstring): what was done, skipped and refused."""
     input_path, output = Path(input_path).expanduser(), Path(output).expanduser()
     if workers < 1 or slots < 1:
         raise EdgedecError("--workers and --slots must be at least 1")
-    os.close(open_output(output))                             # writable? (before loading anything)
-    done = done_ids(output)
-    jobs, bad, skipped = read_jobs(input_path, done)
+    text = read_input(input_path)                             # readable, and the output writable,
+    os.close(open_output(output))                             # before anything is loaded
+    jobs, bad, skipped = read_jobs(text, done_ids(output))
     errors = output.with_name(output.name.removesuffix(".jsonl") + ".errors.jsonl")
     if bad:                                                   # this run's bad lines (a rerun rewrites the file)
         errors.unlink(missing_ok=True)
@@ -189,6 +193,8 @@ def run(bundle, input_path, output, *, workers: int = 1, slots: int = 8, threads
         os.close(fd)
         print(f"{len(bad)} bad input lines skipped; see {errors}", file=log)
     summary = {"pending": len(jobs), "skipped_done": skipped, "bad_lines": len(bad)}
+    if pending:
+        pending(len(jobs))
     if not jobs:
         return {**summary, "requests": 0, "tokens": 0, "seconds": 0.0}
     if workers == 1:

@@ -318,15 +318,15 @@ def cmd_batch(a) -> None:
     def load():
         return _load(a)
 
-    from .batch_job import done_ids, read_jobs
-    from pathlib import Path as _P
     total = 0
-    try:
-        total = len(read_jobs(_P(a.input).expanduser(), done_ids(_P(a.output).expanduser()))[0])
-    except EdgedecError:
-        pass                                     # run() reports it, in order
+
+    def count(n):
+        nonlocal total
+        total = n
+
     res = run(ensure_default_bundle(a.bundle), a.input, a.output, workers=a.workers, slots=a.slots,
-              threads=a.threads, n_ctx=a.ctx, backend=a.backend, kv=a.kv, load=load, progress=progress)
+              threads=a.threads, n_ctx=a.ctx, backend=a.backend, kv=a.kv, load=load, progress=progress,
+              pending=count)
     sys.stderr.write("\n")
     print(json.dumps({**res, "wall_seconds": round(time.time() - t0, 1)}))
 
@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="JSONL: {\"id\": ..., \"prompt\": \"...\"} or {\"id\": ..., \"messages\": [...]}, "
                    "optional max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed, stop")
     p.add_argument("-o", "--output", required=True, help="JSONL of answers; an existing one is resumed")
-    p.add_argument("bundle", nargs="?", help="bundle directory (default: the default model's bundle)")
+    p.add_argument("--bundle", help="bundle directory (default: the default model's bundle)")
     p.add_argument("--backend", default="onnxruntime", help=argparse.SUPPRESS)
     p.add_argument("-t", "--threads", type=int, default=int(os.environ.get("EDGEDEC_THREADS", 2)))
     p.add_argument("--ctx", type=int, default=2048, help="positions per sequence (default 2048)")
