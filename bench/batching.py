@@ -5,8 +5,10 @@
 throughput  B = 1, 2, 4, 8, 16 sequences (HumanEval and writingbench prompts, alternating) decoded together
             by one Batcher, 64 tokens each past the end of the answer. Aggregate tok/s = new tokens / wall
             time (prefill included), next to single-sequence plain decoding of the same prompts (edgedec,
-            one-row kernels) and llama.cpp (same GGUF, same threads) serving them one after another. The
-            engines take turns within each round; medians over rounds.
+            one-row kernels) and llama.cpp (same GGUF, same threads) serving them one after another. Also
+            the decode rate alone: B tokens per batched step, over the steps where all B sequences decode,
+            against single-sequence decode tok/s. The engines take turns within each round; medians over
+            rounds.
 server      `edgedec serve --slots 8` on 127.0.0.1; 1, 4 and 8 concurrent streaming clients, each sending
             requests one after another for a fixed count: time to first token (p50, p95) and tok/s per
             stream (median).
@@ -43,26 +45,38 @@ def throughput(bundle, threads: int, n_new: int, rounds: int, out: dict) -> None
     for b in (1, 2, 4, 8, 16):
         ps = prompts(b)
         ids = [ours.encode_prompt(p) for p in ps]
-        got = {"batched": [], "edgedec one at a time": [], "llama.cpp one at a time": []}
+        got = {"batched": [], "batched, decode steps only": [], "edgedec one at a time": [],
+               "edgedec decode only": [], "llama.cpp one at a time": []}
         for _ in range(rounds):
             batcher = ours.batcher(slots=b)
             t = time.perf_counter()
             for i in ids:
                 batcher.submit(Request(prompt=i, max_tokens=n_new, ignore_eos=True))
-            n = 0
+            n, full_steps, full_time = 0, 0, 0.0
             while not batcher.idle:
-                n += len(batcher.step())
+                t1 = time.perf_counter()
+                k = len(batcher.step())
+                if k == b and all(tk.logits is not None for tk in batcher.rows):   # every sequence decoding
+                    full_steps, full_time = full_steps + 1, full_time + time.perf_counter() - t1
+                n += k
             got["batched"].append(n / (time.perf_counter() - t))
+            got["batched, decode steps only"].append(b * full_steps / full_time)
             for name, model in (("edgedec one at a time", ours), ("llama.cpp one at a time", peer)):
                 s = model.session()
-                t, n = time.perf_counter(), 0
+                t, n, rates = time.perf_counter(), 0, []
                 for i in ids:
-                    n += s.generate(i, max_tokens=n_new, ignore_eos=True).n_new_tokens
+                    r = s.generate(i, max_tokens=n_new, ignore_eos=True)
+                    n += r.n_new_tokens
+                    rates.append(r.decode_tok_s)
                 got[name].append(n / (time.perf_counter() - t))
+                if model is ours:
+                    got["edgedec decode only"].append(float(np.median(rates)))
                 s.reset()
         rows[str(b)] = {k: float(np.median(v)) for k, v in got.items()}
         rows[str(b)]["batched / edgedec one at a time"] = float(np.median(
             [x / y for x, y in zip(got["batched"], got["edgedec one at a time"])]))
+        rows[str(b)]["decode: batched / single sequence"] = float(np.median(
+            [x / y for x, y in zip(got["batched, decode steps only"], got["edgedec decode only"])]))
         print(f"B={b}: " + ", ".join(f"{k} {v:.1f}" for k, v in rows[str(b)].items()), flush=True)
 
 
@@ -155,7 +169,8 @@ def plot(out: dict, path: Path) -> None:
         return
     bs = sorted(t, key=int)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name in ("batched", "edgedec one at a time", "llama.cpp one at a time"):
+    for name in ("batched", "batched, decode steps only", "edgedec one at a time", "edgedec decode only",
+                 "llama.cpp one at a time"):
         ax.plot([int(b) for b in bs], [t[b][name] for b in bs], "o-", label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sequences")

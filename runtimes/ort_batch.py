@@ -35,6 +35,7 @@ class OrtBatchRunner:
         self.keys = [np.zeros(shape, engine.cache_dtype) for _ in range(cfg.n_layers)]
         self.values = [np.zeros(shape, engine.cache_dtype) for _ in range(cfg.n_layers)]
         self.lengths = np.zeros(slots, np.int64)
+        self._io: dict = {}
 
     @property
     def cache_bytes(self) -> int:
@@ -69,28 +70,38 @@ class OrtBatchRunner:
             buf[dst, :, :n] = buf[src, :, :n]
         self.lengths[dst], self.lengths[src] = n, 0
 
+    def _bindings(self, lo: int, hi: int) -> list:
+        """Per segment, an IO binding with rows lo..hi-1 of every layer's cache bound as both past and
+        present; made once per row range (a decoding step's range changes only when sequences come or go)."""
+        key = (lo, hi)
+        if key not in self._io:
+            ios = []
+            for seg, sess in zip(self.engine.segments, self.sessions):
+                io = sess.io_binding()
+                for i in range(seg.start, seg.end):
+                    for kind, bufs in (("key", self.keys), ("value", self.values)):
+                        v = ort.OrtValue.ortvalue_from_numpy(bufs[i][lo:hi])
+                        io.bind_ortvalue_input(f"past_{kind}_{i}", v)
+                        io.bind_ortvalue_output(f"present_{kind}_{i}", v)
+                ios.append(io)
+            self._io[key] = ios
+        return self._io[key]
+
     def _run(self, lo: int, hi: int, ids: np.ndarray):
         """All segments on rows lo..hi-1 with input ids [hi-lo, S]: the last hidden state [1, rows, H]."""
-        cfg = self.config
         s = ids.shape[1]
         seqlens = (self.lengths[lo:hi] + s - 1).astype(np.int32)
         total = np.array(int(seqlens.max()) + 1, np.int32)
         out = None
         with self.engine.lock:
-            for seg, sess in zip(self.engine.segments, self.sessions):
-                io = sess.io_binding()
+            for seg, sess, io in zip(self.engine.segments, self.sessions, self._bindings(lo, hi)):
                 if seg.start == 0:
                     io.bind_cpu_input("input_ids", ids)
                 else:
                     io.bind_ortvalue_input("hidden_in", out)
                 io.bind_cpu_input("seqlens_k", seqlens)
                 io.bind_cpu_input("total_seq_len", total)
-                for i in range(seg.start, seg.end):
-                    for kind, bufs in (("key", self.keys), ("value", self.values)):
-                        v = ort.OrtValue.ortvalue_from_numpy(bufs[i][lo:hi])
-                        io.bind_ortvalue_input(f"past_{kind}_{i}", v)
-                        io.bind_ortvalue_output(f"present_{kind}_{i}", v)
-                out = ort.OrtValue.ortvalue_from_shape_and_type([1, ids.size, cfg.hidden], np.float32)
+                out = ort.OrtValue.ortvalue_from_shape_and_type([1, ids.size, self.config.hidden], np.float32)
                 io.bind_ortvalue_output("hidden_out", out)
                 sess.run_with_iobinding(io)
         self.lengths[lo:hi] += s
