@@ -13,6 +13,11 @@ a request that cannot run (a prompt longer than the context) gets an output line
 
 Workers. `--workers W --slots B` runs W processes, each with its own loaded model and a batch of B rows
 (runtimes/ort_batch.py), taking every W-th pending request; the threads are shared out between them.
+
+Ray. `--ray [ADDRESS]` runs the same job on a Ray cluster (a local one when no address is given): Ray Data
+with a pool of W actors, each loading the model once and decoding blocks of requests in its own batch.
+The driver reads the input and appends the answers to the same output as they come back, so resuming
+works the same way. Every node must see the bundle at the same path.
 """
 from __future__ import annotations
 
@@ -176,8 +181,9 @@ def _worker(args) -> dict:
 
 def run(bundle, input_path, output, *, workers: int = 1, slots: int = 8, threads: int = 2, n_ctx: int | None = None,
         backend: str = "onnxruntime", kv: str = "fp32", load=None, progress=None, pending=None,
-        log=sys.stderr) -> dict:
-    """The whole job (see the module docstring): what was done, skipped and refused."""
+        ray: str | None | bool = False, log=sys.stderr) -> dict:
+    """The whole job (see the module docstring): what was done, skipped and refused. ray: False for
+    local processes, else a Ray address (None: a local Ray instance, or the one already initialised)."""
     input_path, output = Path(input_path).expanduser(), Path(output).expanduser()
     if workers < 1 or slots < 1:
         raise EdgedecError("--workers and --slots must be at least 1")
@@ -197,6 +203,9 @@ def run(bundle, input_path, output, *, workers: int = 1, slots: int = 8, threads
         pending(len(jobs))
     if not jobs:
         return {**summary, "requests": 0, "tokens": 0, "seconds": 0.0}
+    if ray is not False:
+        return {**summary, **run_ray(ray, bundle, jobs, output, slots, max(1, threads // workers), n_ctx, kv,
+                                     workers, progress)}
     if workers == 1:
         model = load()
         return {**summary, **work(model, jobs, output, slots, n_ctx, progress)}
@@ -207,3 +216,77 @@ def run(bundle, input_path, output, *, workers: int = 1, slots: int = 8, threads
         parts = pool.map(_worker, [(bundle, backend, per, kv, s, str(output), slots, n_ctx) for s in shares if s])
     return {**summary, "requests": sum(p["requests"] for p in parts), "tokens": sum(p["tokens"] for p in parts),
             "seconds": max(p["seconds"] for p in parts)}
+
+
+def run_ray(address: str | None, bundle, jobs: list[dict], output: Path, slots: int, threads: int,
+            n_ctx: int | None, kv: str, actors: int, progress=None) -> dict:
+    """The pending jobs through Ray Data: an actor pool of `actors` models, answers appended as they come."""
+    import ray
+    if not ray.is_initialized():
+        if address and address != "auto":
+            _check_reachable(address)
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        except Exception as e:                                # ConnectionError, or Ray's own
+            raise EdgedecError(f"cannot join the Ray cluster at {address or 'a new local instance'} "
+                               f"({str(e).splitlines()[0][:120]}); check the address (ray start --head "
+                               "prints it)") from None
+    rows = [{"job": json.dumps({"id": j["id"], **{k: v for k, v in j["request"].items() if k != "sampler"},
+                                "sampler": j["request"]["sampler"].__dict__})} for j in jobs]
+    import logging
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    pool = ray.data.ActorPoolStrategy(size=actors) if hasattr(ray.data, "ActorPoolStrategy") else None
+    blocks = max(1, -(-len(rows) // (slots * 4)))           # blocks of about one batch's worth of requests
+    ds = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+        _RayDecoder, fn_constructor_args=(str(bundle), threads, n_ctx, kv, slots), batch_size=slots * 4,
+        num_cpus=threads, **({"concurrency": actors} if pool is None else {"compute": pool}))
+    fd = open_output(output)
+    done, tokens, t0 = 0, 0, time.perf_counter()
+    try:
+        for row in ds.iter_rows():
+            obj = json.loads(row["answer"])
+            append_line(fd, obj)
+            done += 1
+            tokens += obj.get("completion_tokens", 0)
+            if progress:
+                progress(done, tokens, time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+    return {"requests": done, "tokens": tokens, "seconds": time.perf_counter() - t0}
+
+
+def _check_reachable(address: str) -> None:
+    import socket
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except (OSError, ValueError):
+        raise EdgedecError(f"the Ray cluster at {address} does not answer; check the address (HOST:PORT, as "
+                           "'ray start --head' prints it) and that the cluster is up") from None
+
+
+class _RayDecoder:
+    """A Ray Data actor: one loaded model; decodes a block of requests in one batch."""
+
+    def __init__(self, bundle: str, threads: int, n_ctx: int | None, kv: str, slots: int):
+        from .api import load
+        self.model = load(bundle, threads=threads, n_ctx=n_ctx or 2048, kv=kv)
+        self.slots = slots
+
+    def __call__(self, batch: dict) -> dict:
+        from .batching import Request
+        batcher = self.model.batcher(slots=self.slots)
+        tickets, answers = [], []
+        for line in batch["job"]:
+            d = json.loads(str(line))
+            d["sampler"] = SamplerConfig(**d["sampler"])
+            try:
+                tickets.append(batcher.submit(Request(**d)))
+            except EdgedecError as e:
+                answers.append({"id": d["id"], "error": str(e), "finish_reason": "error"})
+        while not batcher.idle:
+            batcher.step()
+        answers += [{"id": t.id, "text": t.text, "prompt_tokens": len(t.ids), "completion_tokens": len(t.tokens),
+                     "finish_reason": t.finish_reason} for t in tickets]
+        return {"answer": [json.dumps(a, ensure_ascii=False) for a in answers]}

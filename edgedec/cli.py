@@ -326,7 +326,7 @@ def cmd_batch(a) -> None:
 
     res = run(ensure_default_bundle(a.bundle), a.input, a.output, workers=a.workers, slots=a.slots,
               threads=a.threads, n_ctx=a.ctx, backend=a.backend, kv=a.kv, load=load, progress=progress,
-              pending=count)
+              pending=count, ray=False if a.ray is False else a.ray)
     sys.stderr.write("\n")
     print(json.dumps({**res, "wall_seconds": round(time.time() - t0, 1)}))
 
@@ -443,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slots", type=int, default=8, help="sequences decoded together per worker (default 8)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model "
                    "(default 1; the threads are shared out)")
+    p.add_argument("--ray", nargs="?", const=None, default=False, metavar="ADDRESS",
+                   help="run on a Ray cluster (HOST:PORT, or 'auto'); with no address, a local Ray instance. "
+                   "--workers actors, each with its own model (needs pip install 'ray[data]')")
     p.set_defaults(func=cmd_batch, kv_window=None, kv_sinks=None)
 
     p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions)")

@@ -161,3 +161,30 @@ def test_batch_bad_paths_get_one_line(int4_bundle, tmp_path):
         r = run_cli("batch", *args, "--bundle", int4_bundle)
         assert r.returncode == 1 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not os.path.exists(tmp_path / "o.jsonl")
+
+
+def test_ray_run_equals_the_local_run(int4_bundle, tmp_path):
+    """Ray Data with an actor pool on a local Ray instance: the same answers as the local run."""
+    ray = pytest.importorskip("ray")
+    from edgedec.batch_job import run
+    src = tmp_path / "in.jsonl"
+    _jobs(src, 6)
+    r = run_cli("batch", str(src), "-o", str(tmp_path / "local.jsonl"), "--bundle", int4_bundle, "--slots", "4")
+    assert r.returncode == 0, r.stderr
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        res = run(int4_bundle, src, tmp_path / "ray.jsonl", slots=4, threads=2, n_ctx=1024, ray=None)
+    finally:
+        ray.shutdown()
+    assert res["requests"] == 6
+    texts = [{json.loads(x)["id"]: json.loads(x)["text"] for x in (tmp_path / f).read_text().splitlines()}
+             for f in ("local.jsonl", "ray.jsonl")]
+    assert texts[0] == texts[1] and len(texts[0]) == 6
+
+
+def test_a_ray_address_that_does_not_answer_gets_one_line(int4_bundle, tmp_path):
+    pytest.importorskip("ray")
+    src = tmp_path / "in.jsonl"
+    _jobs(src, 2)
+    r = run_cli("batch", str(src), "-o", str(tmp_path / "o.jsonl"), "--bundle", int4_bundle, "--ray", "127.0.0.1:9")
+    assert r.returncode == 1 and "does not answer" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
