@@ -5,7 +5,8 @@
 throughput  B = 1, 2, 4, 8, 16 sequences (HumanEval and writingbench prompts, alternating) decoded together
             by one Batcher, 64 tokens each past the end of the answer. Aggregate tok/s = new tokens / wall
             time (prefill included), next to single-sequence plain decoding of the same prompts (edgedec,
-            one-row kernels) and llama.cpp (same GGUF, same threads) serving them one after another. Also
+            one-row kernels) and llama.cpp (same GGUF, same threads) serving them one after another, and
+            llama.cpp batching them itself (one llama_batch with a seq_id per sequence). Also
             the decode rate alone: B tokens per batched step, over the steps where all B sequences decode,
             against single-sequence decode tok/s. The engines take turns within each round; medians over
             rounds.
@@ -38,6 +39,58 @@ def prompts(n: int) -> list[str]:
     return [p for pair in zip(code, prose) for p in pair][:n]
 
 
+class LlamaBatch:
+    """llama.cpp's own multi-sequence batching (llama-cpp-python's low-level API: one `llama_batch` with a
+    seq_id per sequence, `llama_decode` once per step), greedy, on the same GGUF and threads."""
+
+    def __init__(self, gguf: str, threads: int, slots: int, n_ctx: int = 1024):
+        import llama_cpp
+        from llama_cpp import Llama
+        self.lib = llama_cpp
+        self.llm = Llama(model_path=gguf, n_ctx=256, n_threads=threads, verbose=False)   # holds the weights
+        cp = llama_cpp.llama_context_default_params()
+        cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = slots * n_ctx, n_ctx, 512, slots
+        cp.n_threads = cp.n_threads_batch = threads
+        self.ctx = llama_cpp.llama_init_from_model(self.llm.model, cp)
+        self.vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.llm.model))
+        self.batch = llama_cpp.llama_batch_init(n_ctx, 0, slots)
+
+    def _decode(self, items) -> None:
+        b = self.batch
+        b.n_tokens = len(items)
+        for i, (token, pos, seq, logits) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = token, pos, 1, logits
+            b.seq_id[i][0] = seq
+        if self.lib.llama_decode(self.ctx, b) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def _argmax(self, i: int) -> int:
+        return int(np.argmax(np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, i), shape=(self.vocab,))))
+
+    def run(self, prompts_ids: list[list[int]], n_new: int) -> tuple[int, float, float]:
+        """Prefill each prompt as its own sequence, then n_new - 1 batched steps: (tokens, seconds end to end,
+        decode tok/s)."""
+        self.lib.llama_memory_clear(self.lib.llama_get_memory(self.ctx), True)
+        t0 = time.perf_counter()
+        last, lens = [], []
+        for seq, ids in enumerate(prompts_ids):
+            self._decode([(t, j, seq, j == len(ids) - 1) for j, t in enumerate(ids)])
+            last.append(self._argmax(len(ids) - 1))
+            lens.append(len(ids))
+        t1 = time.perf_counter()
+        for _ in range(n_new - 1):
+            self._decode([(last[s], lens[s], s, True) for s in range(len(last))])
+            last = [self._argmax(s) for s in range(len(last))]
+            lens = [n + 1 for n in lens]
+        t2 = time.perf_counter()
+        n = len(last) * (n_new - 1)
+        return n + len(last), t2 - t0, n / (t2 - t1)
+
+    def close(self) -> None:
+        self.lib.llama_batch_free(self.batch)
+        self.lib.llama_free(self.ctx)
+
+
 def throughput(bundle, threads: int, n_new: int, rounds: int, out: dict) -> None:
     ours = edgedec.load(bundle, threads=threads, n_ctx=1024)
     peer = edgedec.load(bundle, backend="llamacpp", threads=threads, n_ctx=1024)
@@ -46,7 +99,9 @@ def throughput(bundle, threads: int, n_new: int, rounds: int, out: dict) -> None
         ps = prompts(b)
         ids = [ours.encode_prompt(p) for p in ps]
         got = {"batched": [], "batched, decode steps only": [], "edgedec one at a time": [],
-               "edgedec decode only": [], "llama.cpp one at a time": []}
+               "edgedec decode only": [], "llama.cpp one at a time": [], "llama.cpp batched": [],
+               "llama.cpp batched, decode only": []}
+        lb = LlamaBatch(str(ours.bundle.file(ours.bundle.manifest.gguf.file)), threads, b)
         for _ in range(rounds):
             batcher = ours.batcher(slots=b)
             t = time.perf_counter()
@@ -72,6 +127,10 @@ def throughput(bundle, threads: int, n_new: int, rounds: int, out: dict) -> None
                 if model is ours:
                     got["edgedec decode only"].append(float(np.median(rates)))
                 s.reset()
+            n, seconds, decode = lb.run(ids, n_new)
+            got["llama.cpp batched"].append(n / seconds)
+            got["llama.cpp batched, decode only"].append(decode)
+        lb.close()
         rows[str(b)] = {k: float(np.median(v)) for k, v in got.items()}
         rows[str(b)]["batched / edgedec one at a time"] = float(np.median(
             [x / y for x, y in zip(got["batched"], got["edgedec one at a time"])]))
@@ -170,7 +229,7 @@ def plot(out: dict, path: Path) -> None:
     bs = sorted(t, key=int)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name in ("batched", "batched, decode steps only", "edgedec one at a time", "edgedec decode only",
-                 "llama.cpp one at a time"):
+                 "llama.cpp one at a time", "llama.cpp batched", "llama.cpp batched, decode only"):
         ax.plot([int(b) for b in bs], [t[b][name] for b in bs], "o-", label=name)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sequences")
