@@ -46,7 +46,8 @@ class Engine:
         threading.Thread(target=self._loop, daemon=True, name="edgedec-engine").start()
 
     def submit(self, request: Request, loop, out: asyncio.Queue):
-        """Queue a request (None when the server is full); the ticket comes back on `out` first."""
+        """Queue a request; False when the server is full. The ticket (or the EdgedecError that refused the
+        request) comes back on `out` first, then its events."""
         with self.lock:
             if self.active >= self.capacity:
                 return False
