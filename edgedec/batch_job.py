@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from .batching import Request, chat_messages, stop_strings
 from .errors import EdgedecError
 from .sampling import SamplerConfig
 
@@ -46,9 +47,8 @@ def parse_line(line: str, n: int) -> dict:
         raise EdgedecError(f"line {n}: give exactly one of \"messages\" and \"prompt\"")
     if "prompt" in d and not isinstance(d["prompt"], str):
         raise EdgedecError(f"line {n}: \"prompt\" must be a string")
-    if "messages" in d and not (isinstance(d["messages"], list) and d["messages"] and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in d["messages"])):
+    messages = chat_messages(d["messages"]) if "messages" in d else None
+    if "messages" in d and messages is None:
         raise EdgedecError(f"line {n}: \"messages\" must be a list of {{\"role\", \"content\"}} strings")
     sampler = {}
     try:
@@ -58,15 +58,14 @@ def parse_line(line: str, n: int) -> dict:
         max_tokens = int(d.get("max_tokens", 256))
     except (TypeError, ValueError):
         raise EdgedecError(f"line {n}: a sampling field or max_tokens is not a number") from None
-    stop = d.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else tuple(stop)
-    if max_tokens < 1 or not all(isinstance(s, str) for s in stop):
+    stop = stop_strings(d.get("stop"))
+    if max_tokens < 1 or stop is None:
         raise EdgedecError(f"line {n}: max_tokens must be at least 1 and stop a string or a list of strings")
     try:
         cfg = SamplerConfig(**sampler)                    # checks its ranges
     except EdgedecError as e:
         raise EdgedecError(f"line {n}: {e}") from None
-    return {"id": d["id"], "request": dict(prompt=d.get("prompt"), messages=d.get("messages"),
+    return {"id": d["id"], "request": dict(prompt=d.get("prompt"), messages=messages,
                                            max_tokens=max_tokens, sampler=cfg, stop=stop, id=d["id"])}
 
 
@@ -144,7 +143,6 @@ def open_output(path: Path) -> int:
 
 def work(model, jobs: list[dict], output: Path, slots: int, n_ctx: int | None, progress=None) -> dict:
     """Decode `jobs` on `model` in a batch of `slots` rows, appending each finished one to `output`."""
-    from .batching import Request
     fd = open_output(output)
     batcher = model.batcher(slots=slots, n_ctx=n_ctx)
     queue = list(reversed(jobs))
@@ -275,7 +273,6 @@ class _RayDecoder:
         self.slots = slots
 
     def __call__(self, batch: dict) -> dict:
-        from .batching import Request
         batcher = self.model.batcher(slots=self.slots)
         tickets, answers = [], []
         for line in batch["job"]:

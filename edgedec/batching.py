@@ -21,7 +21,6 @@ types of the KV issue work, eviction and the speculative and lossy modes do not 
 from __future__ import annotations
 
 import itertools
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,24 @@ class Request:
     id: Any = None
 
 
+def chat_messages(value) -> list[dict] | None:
+    """A request's "messages" as [{role, content}] (extra fields dropped), or None when it is not a
+    non-empty list of objects with string role and content."""
+    if not (isinstance(value, list) and value and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in value)):
+        return None
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def stop_strings(value) -> tuple[str, ...] | None:
+    """A request's "stop" (absent, one string or a list of strings) as a tuple, or None when malformed."""
+    stop = (value,) if isinstance(value, str) else (value or ())
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+        return None
+    return tuple(stop)
+
+
 @dataclass
 class Ticket:
     """A submitted request and what it has produced so far."""
@@ -53,8 +70,6 @@ class Ticket:
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None             # stop, length, context, cancelled
-    submitted: float = field(default_factory=time.perf_counter)
-    first_token: float | None = None
     # decoding state
     row: int | None = None
     fed: int = 0                                 # prompt tokens prefilled so far
@@ -81,8 +96,10 @@ class Batcher:
         if slots < 1:
             raise EdgedecError(f"$slots {slots} is invalid: batch at least 1 sequence")
         self.model = model
-        self.runner = model.engine.batch_runner(slots, n_ctx or model.n_ctx) if hasattr(
-            model.engine, "batch_runner") else _no_batching(model)
+        if not hasattr(model.engine, "batch_runner"):
+            raise EdgedecError(f"the {model.backend_name} backend cannot decode batches; use the onnxruntime "
+                               "backend")
+        self.runner = model.engine.batch_runner(slots, n_ctx or model.n_ctx)
         self.n_ctx = self.runner.n_ctx
         self.slots = slots
         self.prefill_chunk = max(2, prefill_chunk)
@@ -150,7 +167,6 @@ class Batcher:
         token = t.sampler(t.logits, t.history)
         t.history.append(token)
         t.tokens.append(token)
-        t.first_token = t.first_token or time.perf_counter()
         eos = token in self.model.tokenizer.eos_ids and not t.request.ignore_eos
         stopped = t.stream.push(token, eos=eos)
         finish = "stop" if stopped else None
@@ -182,6 +198,3 @@ class Batcher:
                 t.row = None
         self.rows = sorted(keep, key=lambda t: t.row)
 
-
-def _no_batching(model):
-    raise EdgedecError(f"the {model.backend_name} backend cannot decode batches; use the onnxruntime backend")

@@ -326,7 +326,7 @@ def cmd_batch(a) -> None:
 
     res = run(ensure_default_bundle(a.bundle), a.input, a.output, workers=a.workers, slots=a.slots,
               threads=a.threads, n_ctx=a.ctx, backend=a.backend, kv=a.kv, load=load, progress=progress,
-              pending=count, ray=False if a.ray is False else a.ray)
+              pending=count, ray=a.ray)
     sys.stderr.write("\n")
     print(json.dumps({**res, "wall_seconds": round(time.time() - t0, 1)}))
 

@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 
-from .batching import Request
+from .batching import Request, chat_messages, stop_strings
 from .errors import EdgedecError
 from .sampling import SamplerConfig
 
@@ -107,20 +107,17 @@ def parse_request(body: dict, chat: bool) -> Request:
         return kind(v)
 
     if chat:
-        msgs = body.get("messages")
-        if not (isinstance(msgs, list) and msgs and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                                                        and isinstance(m.get("content"), str) for m in msgs)):
+        prompt, messages = None, chat_messages(body.get("messages"))
+        if messages is None:
             raise EdgedecError("'messages' must be a non-empty list of {role, content} objects with string content")
-        prompt, messages = None, [{"role": m["role"], "content": m["content"]} for m in msgs]
     else:
         prompt, messages = body.get("prompt"), None
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str) or not prompt:
             raise EdgedecError("'prompt' must be a non-empty string")
-    stop = body.get("stop") or ()
-    stop = (stop,) if isinstance(stop, str) else stop
-    if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop) or len(stop) > 4:
+    stop = stop_strings(body.get("stop"))
+    if stop is None or len(stop) > 4:
         raise EdgedecError("'stop' must be a string or a list of up to 4 strings")
     if body.get("n", 1) != 1:
         raise EdgedecError("'n' must be 1: one choice per request")
@@ -130,7 +127,7 @@ def parse_request(body: dict, chat: bool) -> Request:
                             top_p=number("top_p", float, 0, 1) if body.get("top_p") is not None else 1.0,
                             seed=number("seed", int))
     return Request(prompt=prompt, messages=messages, chat=chat, max_tokens=max_tokens, sampler=sampler,
-                   stop=tuple(stop))
+                   stop=stop)
 
 
 def build_app(model, model_id: str, slots: int = 8, n_ctx: int | None = None, queue_size: int = 32,

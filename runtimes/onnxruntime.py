@@ -109,6 +109,17 @@ class OrtEngine:
     def runner(self, n_ctx: int, min_rows: int = 1) -> "OrtRunner":
         return OrtRunner(self, n_ctx, min_rows)
 
+    def run_head(self, io, hidden) -> np.ndarray:
+        """Logits [S, vocab] of the head graph on hidden [1, S, H] (numpy or OrtValue), through binding io."""
+        with self.lock:
+            if isinstance(hidden, np.ndarray):
+                io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
+            else:
+                io.bind_ortvalue_input("hidden", hidden)
+            io.bind_output("logits", "cpu")
+            self.head.run_with_iobinding(io)
+            return io.get_outputs()[0].numpy()[0]
+
     def batch_runner(self, slots: int, n_ctx: int) -> OrtBatchRunner:
         """Rows for `slots` sequences decoded together (runtimes/ort_batch.py)."""
         if self.kv.evicts:
@@ -242,14 +253,7 @@ class OrtRunner:
             self._bind()
         n = _rows(hidden)
         hidden = _pad_rows(hidden, self.min_rows)
-        with self.engine.lock:
-            if isinstance(hidden, np.ndarray):
-                self._head_io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
-            else:
-                self._head_io.bind_ortvalue_input("hidden", hidden)
-            self._head_io.bind_output("logits", "cpu")
-            self.engine.head.run_with_iobinding(self._head_io)
-            return self._head_io.get_outputs()[0].numpy()[0, :n]
+        return self.engine.run_head(self._head_io, hidden)[:n]
 
     @property
     def length(self) -> int:

@@ -36,10 +36,7 @@ class OrtBatchRunner:
         self.values = [np.zeros(shape, engine.cache_dtype) for _ in range(cfg.n_layers)]
         self.lengths = np.zeros(slots, np.int64)
         self._io: dict = {}
-
-    @property
-    def cache_bytes(self) -> int:
-        return sum(k.nbytes + v.nbytes for k, v in zip(self.keys, self.values))
+        self._head_io = engine.head.io_binding()
 
     def prefill(self, slot: int, tokens: list[int], chunk: int = 256) -> np.ndarray:
         """Feed one sequence's new tokens (after what its row holds); the last token's logits [V]."""
@@ -108,12 +105,4 @@ class OrtBatchRunner:
         return out
 
     def _head(self, hidden) -> np.ndarray:
-        with self.engine.lock:
-            io = self.engine.head.io_binding()
-            if isinstance(hidden, np.ndarray):
-                io.bind_cpu_input("hidden", np.ascontiguousarray(hidden, np.float32))
-            else:
-                io.bind_ortvalue_input("hidden", hidden)
-            io.bind_output("logits", "cpu")
-            self.engine.head.run_with_iobinding(io)
-            return io.get_outputs()[0].numpy()[0]
+        return self.engine.run_head(self._head_io, hidden)

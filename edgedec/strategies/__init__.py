@@ -42,7 +42,6 @@ MODES = {
     "early-exit": Mode(early_exit, EarlyExitConfig, LayeredRunner),
     "entropy": Mode(entropy_switch, EntropyConfig, LayeredRunner),
 }
-LOSSY = ("early-exit", "entropy")
 
-__all__ = ["MODES", "LOSSY", "Mode", "EarlyExitConfig", "EntropyConfig", "Step", "SpecStats", "PlainConfig", "SelfSpecConfig", "LookupConfig",
+__all__ = ["MODES", "Mode", "EarlyExitConfig", "EntropyConfig", "Step", "SpecStats", "PlainConfig", "SelfSpecConfig", "LookupConfig",
            "plain", "self_spec", "lookup", "early_exit", "entropy_switch"]

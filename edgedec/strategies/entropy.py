@@ -98,7 +98,7 @@ def _small_run(runner, small, x: int, cfg: EntropyConfig, sample, history: list[
     model takes over now)."""
     base = runner.length
     k = max(1, min(cfg.max_run, runner.n_ctx - base - 2))
-    drafts, entropies = small.write(x, k, cfg.threshold, sample, history, recent)
+    drafts, entropies = _write(small, x, k, cfg.threshold, sample, history, recent)
     if not drafts:                                     # nothing to write from: one plain step
         logits = runner.forward([x])[-1]
         recent.append(entropy(logits))
@@ -147,27 +147,22 @@ class TrainedDraft:
     def __init__(self, runner, drafter):
         self.runner, self.drafter = runner, drafter
 
-    def write(self, x: int, k: int, threshold: float, sample, history: list[int], recent: deque):
-        hidden, next_ids = self.drafter.take_pending(history)
-        if not next_ids:
-            return [], []
-        rolling = deque(recent, maxlen=recent.maxlen)
-        drafts, entropies, hist = [], [], list(history)
-        for _ in range(k):
-            hidden, logits = self.drafter.step(hidden, next_ids)
-            hidden = hidden[:, -1:]
-            full = np.full(self.runner.config.vocab, -np.inf, np.float32)
-            full[self.drafter.vocab] = logits
-            token = _draw(full, sample, hist)
-            drafts.append(token)
-            hist.append(token)
-            entropies.append(entropy(logits))
-            rolling.append(entropies[-1])
-            next_ids = [token]
-            if np.mean(rolling) >= threshold:
-                break
+    def start(self, x: int, history: list[int]) -> bool:
+        """Read the true states not read yet; False when there is nothing to write from."""
+        self.hidden, self.pending_ids = self.drafter.take_pending(history)
+        return bool(self.pending_ids)
+
+    def next(self, token: int) -> tuple[np.ndarray, np.ndarray]:
+        """After `token`: (logits over the whole vocabulary, the draft's own logits)."""
+        ids, self.pending_ids = self.pending_ids or [token], None
+        hidden, logits = self.drafter.step(self.hidden, ids)
+        self.hidden = hidden[:, -1:]
+        full = np.full(self.runner.config.vocab, -np.inf, np.float32)
+        full[self.drafter.vocab] = logits
+        return full, logits
+
+    def done(self) -> None:
         self.drafter.truncate(self.runner.length)      # drop the predicted states; the true ones come back
-        return drafts, entropies
 
     def catch_up(self, x: int, drafts: list[int]) -> np.ndarray:
         """The full model's rows for [x, d_1..d_n]: one per draft and the bonus row."""
@@ -183,27 +178,43 @@ class FirstLayers:
         self.runner, self.exit_layer = runner, exit_layer
         self.hidden: list[np.ndarray] = []
 
-    def write(self, x: int, k: int, threshold: float, sample, history: list[int], recent: deque):
-        rolling = deque(recent, maxlen=recent.maxlen)
-        drafts, entropies, hist, token = [], [], list(history), x
+    def start(self, x: int, history: list[int]) -> bool:
         self.hidden = []
-        for _ in range(k):
-            h, _ = self.runner.layers([token], end=self.exit_layer)
-            self.hidden.append(as_numpy(h))
-            logits = self.runner.head(self.hidden[-1])[0]
-            token = _draw(logits, sample, hist)
-            drafts.append(token)
-            hist.append(token)
-            entropies.append(entropy(logits))
-            rolling.append(entropies[-1])
-            if np.mean(rolling) >= threshold:
-                break
-        return drafts, entropies
+        return True
+
+    def next(self, token: int) -> tuple[np.ndarray, np.ndarray]:
+        h, _ = self.runner.layers([token], end=self.exit_layer)
+        self.hidden.append(as_numpy(h))
+        logits = self.runner.head(self.hidden[-1])[0]
+        return logits, logits
+
+    def done(self) -> None:
+        pass
 
     def catch_up(self, x: int, drafts: list[int]) -> np.ndarray:
         """The full model's rows for [x, d_1..d_(n-1)], from the small model's states (no bonus row)."""
         out, _ = self.runner.layers(hidden=np.concatenate(self.hidden, axis=1), start=self.exit_layer)
         return self.runner.head(out)
+
+
+def _write(small, x: int, k: int, threshold: float, sample, history: list[int], recent: deque):
+    """Up to k small-model tokens after x, while the rolling entropy (continuing `recent`) stays below
+    `threshold`: (tokens, the small model's entropy before each)."""
+    if not small.start(x, history):
+        return [], []
+    rolling = deque(recent, maxlen=recent.maxlen)
+    drafts, entropies, hist, token = [], [], list(history), x
+    for _ in range(k):
+        logits, own = small.next(token)
+        token = _draw(logits, sample, hist)
+        drafts.append(token)
+        hist.append(token)
+        entropies.append(entropy(own))
+        rolling.append(entropies[-1])
+        if np.mean(rolling) >= threshold:
+            break
+    small.done()
+    return drafts, entropies
 
 
 def _draw(logits: np.ndarray, sample, history: list[int]) -> int:

@@ -21,6 +21,7 @@ from .cost import ema
 from .lookup import replay_lookup
 
 SPECULATIVE = ("self-spec", "lookup")
+LOSSY = ("early-exit", "entropy")
 MARGIN = 0.1   # how much a call's gain must beat the exact path's tax by (PathLedger)
 
 
@@ -34,7 +35,7 @@ class CallPlan:
 
 def plan_call(ledger: "PathLedger", runner, mode: str, adaptive: bool, exact: bool | None) -> CallPlan:
     """What the next call in `mode` runs, and on which row path (see the module docstring)."""
-    if mode not in SPECULATIVE and mode != "plain":          # the lossy modes: always themselves
+    if mode in LOSSY:                                       # always themselves
         rows = 2 if exact and 2 in runner.row_paths else 1
         return CallPlan(mode, rows, "lossy", False)
     path = "plain"
