@@ -109,9 +109,10 @@ def throughput(bundle, threads: int, n_new: int, rounds: int, out: dict) -> None
                 batcher.submit(Request(prompt=i, max_tokens=n_new, ignore_eos=True))
             n, full_steps, full_time = 0, 0, 0.0
             while not batcher.idle:
+                decoding = len(batcher.rows) == b and all(tk.logits is not None for tk in batcher.rows)
                 t1 = time.perf_counter()
                 k = len(batcher.step())
-                if k == b and all(tk.logits is not None for tk in batcher.rows):   # every sequence decoding
+                if decoding and k == b:               # a step of every sequence decoding, no prompt in it
                     full_steps, full_time = full_steps + 1, full_time + time.perf_counter() - t1
                 n += k
             got["batched"].append(n / (time.perf_counter() - t))

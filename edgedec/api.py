@@ -73,7 +73,7 @@ class Model:
         """A new conversation on this model, with an empty KV cache."""
         return Session(self)
 
-    def batcher(self, slots: int = 8, n_ctx: int | None = None, prefill_chunk: int = 128):
+    def batcher(self, slots: int = 8, n_ctx: int | None = None, prefill_chunk: int = 256):
         """Many requests decoded together, one graph call per step (edgedec/batching.py); each row holds
         `n_ctx` positions (default: the model's)."""
         from .batching import Batcher

@@ -7,8 +7,9 @@
             print(event.ticket.id, event.text, event.finish_reason)
 
 Each `step()`:
-  1. admits waiting requests into free rows, and prefills one chunk (`prefill_chunk` tokens) of the
-     first one that is not decoding yet, so a long prompt never stalls the others for long;
+  1. admits waiting requests into free rows and prefills up to `prefill_chunk` prompt tokens, across as
+     many of them as that covers (one call per prompt piece), so requests that arrive together start
+     decoding together, and a long prompt never stalls the others for long;
   2. runs one batched decoding step for every sequence whose prompt is in (runtimes/ort_batch.py);
   3. samples each sequence's next token with its own sampler, checks its own stop strings and token limit,
      and frees the rows of finished and cancelled sequences.
@@ -92,7 +93,7 @@ class Event:
 
 
 class Batcher:
-    def __init__(self, model, slots: int = 8, n_ctx: int | None = None, prefill_chunk: int = 128):
+    def __init__(self, model, slots: int = 8, n_ctx: int | None = None, prefill_chunk: int = 256):
         if slots < 1:
             raise EdgedecError(f"$slots {slots} is invalid: batch at least 1 sequence")
         self.model = model
@@ -102,7 +103,7 @@ class Batcher:
         self.runner = model.engine.batch_runner(slots, n_ctx or model.n_ctx)
         self.n_ctx = self.runner.n_ctx
         self.slots = slots
-        self.prefill_chunk = max(2, prefill_chunk)
+        self.prefill_chunk = max(3, prefill_chunk)   # 3: a whole budget always makes progress
         self.waiting: deque[Ticket] = deque()
         self.rows: list[Ticket] = []             # rows 0..len-1; all decoding but possibly the last
         self._ids = itertools.count()
@@ -130,7 +131,8 @@ class Batcher:
             ticket.finish_reason = "cancelled"
 
     def step(self) -> list[Event]:
-        """Admit and prefill (one chunk), then one token for every decoding sequence: its events."""
+        """Admit and prefill (up to `prefill_chunk` prompt tokens), then one token for every decoding sequence:
+        its events."""
         self._drop_finished()
         self._prefill()
         events = [self._emit(t) for t in self.rows if t.logits is not None and not t.done]
@@ -142,25 +144,32 @@ class Batcher:
         return events
 
     def _prefill(self) -> None:
-        """Give waiting requests rows, and feed one chunk of the first prompt that is not all in."""
-        if (not self.rows or self.rows[-1].logits is not None) and self.waiting and len(self.rows) < self.slots:
-            t = self.waiting.popleft()
-            if t.done:                            # cancelled while waiting
+        """Give waiting requests rows, and feed up to `prefill_chunk` prompt tokens: the rest of the prompt
+        being prefilled, then the next waiting ones, while rows and the budget last."""
+        budget = self.prefill_chunk
+        while budget > 0:
+            if not self.rows or self.rows[-1].logits is not None:      # no prompt half in: admit one
+                if not self.waiting or len(self.rows) >= self.slots:
+                    return
+                t = self.waiting.popleft()
+                if t.done:                            # cancelled while waiting
+                    continue
+                t.row, t.sampler = len(self.rows), Sampler(t.request.sampler)
+                t.stream, t.history = TextStream(self.model.tokenizer, t.request.stop), list(t.ids)
+                self.runner.truncate(t.row, 0)
+                self.rows.append(t)
+            t = self.rows[-1]
+            left = len(t.ids) - t.fed
+            n = min(budget, left)
+            if left - n == 1:                         # never leave a one-token piece (it rounds differently)
+                n -= 1
+            if n < min(2, left):                      # nor feed one: the next step, with a whole budget, goes on
                 return
-            t.row, t.sampler = len(self.rows), Sampler(t.request.sampler)
-            t.stream, t.history = TextStream(self.model.tokenizer, t.request.stop), list(t.ids)
-            self.runner.truncate(t.row, 0)
-            self.rows.append(t)
-        if not self.rows or self.rows[-1].logits is not None:
-            return
-        t = self.rows[-1]
-        n = min(self.prefill_chunk, len(t.ids) - t.fed)
-        if len(t.ids) - t.fed - n == 1 and n > 2:   # never leave a one-token chunk (it rounds differently)
-            n -= 1
-        logits = self.runner.prefill(t.row, t.ids[t.fed:t.fed + n])
-        t.fed += n
-        if t.fed == len(t.ids):
-            t.logits = logits
+            logits = self.runner.prefill(t.row, t.ids[t.fed:t.fed + n])
+            t.fed += n
+            budget -= n
+            if t.fed == len(t.ids):
+                t.logits = logits
 
     def _emit(self, t: Ticket) -> Event:
         """Sample t's next token from its logits; decide whether it finishes."""

@@ -72,6 +72,29 @@ def test_a_long_prompt_is_prefilled_in_chunks_while_others_decode(model):
     assert long.tokens == model.session().generate(long_prompt, max_tokens=8).tokens
 
 
+def test_requests_that_arrive_together_start_decoding_together(model):
+    """The prefill budget spans prompts: four short ones submitted at once all give a token on the first
+    step; with a budget of 16, a 40-token prompt goes in over several steps in pieces of 2 or more."""
+    prompts = ["Name a river.", "Name a city.", "Count to three.", "Say hello."]
+    batcher = model.batcher(slots=4, prefill_chunk=256)
+    tickets = [batcher.submit(Request(prompt=p, max_tokens=4)) for p in prompts]
+    assert sum(len(t.ids) for t in tickets) < 256
+    batcher.step()
+    assert [len(t.tokens) for t in tickets] == [1, 1, 1, 1]
+    batcher = model.batcher(slots=2, prefill_chunk=16)
+    fed = []
+    real = batcher.runner.prefill
+    batcher.runner.prefill = lambda slot, tokens: fed.append(len(tokens)) or real(slot, tokens)
+    ticket = batcher.submit(Request(prompt=list(range(1000, 1041)), max_tokens=3))
+    steps = 0
+    while not ticket.tokens:
+        batcher.step()
+        steps += 1
+    assert sum(fed) == 41 and min(fed) >= 2 and max(fed) <= 16 and steps == len(fed) == 3
+    drain(batcher)
+    assert ticket.tokens == model.session().generate(list(range(1000, 1041)), max_tokens=3).tokens
+
+
 def test_cancel_frees_the_row(model):
     batcher = model.batcher(slots=1)
     a = batcher.submit(Request(prompt="Tell me a story.", max_tokens=200))
