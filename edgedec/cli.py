@@ -396,13 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="turn a GGUF file or Hugging Face folder into a bundle")
     p.add_argument("source", nargs="?", help=".gguf file or model folder (default: SmolLM2-135M-Instruct)")
     p.add_argument("-o", "--output", help="bundle directory to write")
-    p.add_argument("--quant", default="int4", help="int4 (default), int8 or fp32")
+    p.add_argument("--quant", default="int4", help="int4 (default; 4-bit GGUF blocks kept exactly), int4-calibrated "
+                   "or int4-mixed (faster, fitted on the calibration text; 4-bit GGUF sources only), int8 or fp32")
     p.add_argument("--cuts", help="layer cut points, e.g. 6,12,18,24 (default: every 6 layers)")
     p.add_argument("--draft", help="a trained draft file from edgedec-distill to include (default: the one "
                    "shipped for the model, if any)")
     p.add_argument("--no-draft", action="store_true", help="include no trained draft")
-    p.add_argument("--kv-text", help="text file to calibrate the int8/int4 KV caches on (default: text from "
-                   "Python's standard library)")
+    p.add_argument("--kv-text", "--calibration-text", dest="kv_text",
+                   help="text file to calibrate the int8/int4 KV caches and the int4-calibrated/-mixed weights on "
+                   "(default: text from Python's standard library)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="complete one prompt")

@@ -77,12 +77,13 @@ class WorstTensor:
 
 @dataclass(frozen=True)
 class Quant:
-    mode: str = _doc("int4, int8 or fp32")
+    mode: str = _doc("int4, int4-calibrated, int4-mixed, int8 or fp32")
     head: str = _doc("the LM head's quantization")
     block_size: int
     accuracy_level: int | None = _doc("MatMulNBits accuracy_level (4: int8 activations); null for fp32")
     worst: WorstTensor = _doc("the tensor with the largest relative error")
     errors: dict[str, TensorError] = _doc("measured error of every quantized tensor")
+    calibration: str | None = _doc("the text int4-calibrated and int4-mixed biases were fitted on", default=None)
 
 
 @dataclass(frozen=True)

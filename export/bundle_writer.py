@@ -21,7 +21,8 @@ from edgedec.errors import EdgedecError
 from edgedec.models.known import shipped_draft
 
 from .drafts import check_model, load_draft, model_fingerprint, write_draft
-from .graphs import QUANTS, build_head, build_segment, head_quant
+from .calibration import linear_input_means
+from .graphs import EXACT_INPUTS, QUANTS, base_quant, build_head, build_segment, head_quant
 from .kv_calibration import FILE as KV_FILE
 from .kv_calibration import STDLIB, calibrate, read_text, stdlib_text
 from .sources import load_source
@@ -44,6 +45,10 @@ def parse_cuts(text: str | None, n_layers: int) -> list[int]:
     return cuts
 
 
+FOUR_BIT = {"Q4_0", "Q4_1", "Q4_K"}
+CALIBRATION_TOKENS = 2048     # the int4-calibrated biases' text: 4 windows of 512
+
+
 def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   draft: str | Path | None = "auto", kv_text: str | Path | None = None) -> tuple[Path, mf.Manifest]:
@@ -56,6 +61,9 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
         raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
     src = load_source(source)
     cfg = src.config
+    if EXACT_INPUTS.get(quant) is not None and not FOUR_BIT & set(src.tensor_types.values()):
+        raise EdgedecError(f"$quant {quant} re-fits 4-bit GGUF blocks (Q4_0, Q4_1, Q4_K), and {src.name} has none; "
+                           "choose int4, int8 or fp32")
     cut_list = parse_cuts(cuts, cfg.n_layers)
     fingerprint = model_fingerprint(src)
     weights = None
@@ -86,9 +94,15 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
     steps = len(cuts) + 5
     errors: dict[str, dict] = {}
     segments = []
+    means = None
+    if EXACT_INPUTS.get(quant) is not None:
+        from tokenizers import Tokenizer
+        ids = Tokenizer.from_str(src.tokenizer.json).encode(kv[0], add_special_tokens=False).ids
+        ids = [t for t in ids if t < cfg.vocab][:CALIBRATION_TOKENS]
+        means = linear_input_means(src, ids, lambda done, total: progress(f"calibration {done}/{total}", 0, steps))
     for n, (a, b) in enumerate(zip(starts, cuts)):
         progress(f"layers {a}-{b - 1}", n, steps)
-        model, errs = build_segment(src, a, b, quant, cfg.context)
+        model, errs = build_segment(src, a, b, quant, cfg.context, means)
         name = f"layers_{a}_{b}.onnx"
         _save(model, tmp / name)
         errors.update(errs)
@@ -101,7 +115,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
     drafts = []
     if draft is not None:
         progress("draft", len(cuts) + 1, steps)
-        drafts.append(write_draft(src, draft, tmp, quant, _save))
+        drafts.append(write_draft(src, draft, tmp, base_quant(quant), _save))
     progress("tokenizer", len(cuts) + 2, steps)
     (tmp / "tokenizer.json").write_text(src.tokenizer.json)
     gguf = None
@@ -122,7 +136,8 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
         quant=mf.Quant(mode=quant, head=head_quant(quant), block_size=32,
                        accuracy_level=4 if quant != "fp32" else None,
                        worst=mf.WorstTensor(worst[0], **worst[1]),
-                       errors={k: mf.TensorError(**v) for k, v in errors.items()}),
+                       errors={k: mf.TensorError(**v) for k, v in errors.items()},
+                       calibration=kv[1] if means is not None else None),
         tokenizer=mf.TokenizerInfo(file="tokenizer.json", bos_id=src.tokenizer.bos_id,
                                    eos_ids=list(src.tokenizer.eos_ids), add_bos=src.tokenizer.add_bos),
         chat_template=src.chat_template,

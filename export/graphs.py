@@ -33,18 +33,26 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .quant import (BLOCK, QuantError, fold_zero_points, pack_nibbles, quantize_int4, quantize_int8,
-                    quantize_rows_int8)
+from .quant import (BLOCK, QuantError, drop_residual, fold_zero_points, pack_nibbles, quantize_int4,
+                    quantize_int8, quantize_rows_int8)
 
 OPSET = 21
 MS = "com.microsoft"
-QUANTS = ("int4", "int8", "fp32")
+QUANTS = ("int4", "int4-calibrated", "int4-mixed", "int8", "fp32")
+# which linears keep the exact correction of 4-bit GGUF blocks, by the input they read (export/calibration.py);
+# the others get the calibrated bias. Mixed keeps it on Q, K, V (V is the most sensitive linear) and gate/up (bench/README)
+EXACT_INPUTS = {"int4": None, "int4-calibrated": frozenset(), "int4-mixed": frozenset({"attn_in", "ffn_in"})}
+
+
+def base_quant(quant: str) -> str:
+    """The weights' format: int4, int8 or fp32 (the int4 variants differ only in the correction)."""
+    return "int4" if quant.startswith("int4") else quant
 
 
 def head_quant(quant: str) -> str:
     """The LM head stays 8-bit in int4 bundles, as GGUF keeps token_embd at Q8_0: a 4-bit head costs
     SmolLM2 ~12% perplexity, an 8-bit one 0.3% (measured, see README)."""
-    return "int8" if quant == "int4" else quant
+    return "int8" if base_quant(quant) == "int4" else quant
 
 
 @dataclass
@@ -56,6 +64,8 @@ class Builder:
     errors: dict[str, dict] = field(default_factory=dict)   # weight name -> QuantError.to_dict()
     block_sums: dict[str, str] = field(default_factory=dict)  # input name -> its per-block sums [S,K/32]
     consts: set[str] = field(default_factory=set)
+    means: dict | None = None            # (layer, input) -> mean block sums, for calibrated linears
+    exact_inputs: frozenset = frozenset()  # inputs whose linears keep the exact correction anyway
 
     def init(self, name: str, array: np.ndarray) -> str:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
@@ -72,15 +82,19 @@ class Builder:
         self.nodes.append(helper.make_node(op, inputs, outs, name=name, domain=domain, **attrs))
         return outs
 
-    def linear(self, x: str, w: np.ndarray, name: str, weight_name: str) -> str:
-        """x [1,S,K] @ w[N,K]^T, w quantized per the builder's mode; records the quantization error."""
+    def linear(self, x: str, w: np.ndarray, name: str, weight_name: str, reads: tuple[int, str] | None = None) -> str:
+        """x [1,S,K] @ w[N,K]^T, w quantized per the builder's mode; records the quantization error.
+        reads: (layer, input name) of x, for calibrated linears (export/calibration.py)."""
         n, k = w.shape
         if self.quant == "fp32":
             return self.node("MatMul", [x, self.init(f"{name}.weight", w.T)], f"{name}/MatMul")[0]
-        residual = None
+        residual = bias = None
         if self.quant == "int4":
             codes, scales, zp, residual, err = quantize_int4(w)
             bits = 4
+            if residual is not None and self.means is not None and reads and reads[1] not in self.exact_inputs:
+                bias, err = drop_residual(w, codes, scales, zp, residual, self.means[reads])
+                residual = None
         else:
             codes, scales, zp, err = quantize_int8(w)
             bits = 8
@@ -92,6 +106,8 @@ class Builder:
             residual = fold_zero_points(scales, zp, residual)
         elif bits == 4:   # (int8 codes are centred on 128, the kernel's default zero point: none needed)
             ins.append(self.init(f"{name}.zero_points", zp))
+        if bias is not None:
+            ins += ["", self.init(f"{name}.bias", bias)]              # (input 4, g_idx, unused)
         # accuracy_level 4: activations are quantized to int8 inside the kernel (as llama.cpp does with Q8).
         y = self.node("MatMulNBits", ins, f"{name}/MatMulNBits", domain=MS,
                       K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=4)[0]
@@ -168,7 +184,7 @@ def decoder_layer(b: Builder, cfg, w, i: int, p: str, tensor: str, residual: str
                                    [pending, residual, b.init(f"layers.{i}.attn_norm", w("attn_norm"))],
                                    f"{p}/attn_norm", n_out=4, domain=MS, epsilon=cfg.rms_eps)
     qkv_w = np.concatenate([w("attn_q"), w("attn_k"), w("attn_v")], axis=0)
-    qkv = b.linear(h, qkv_w, f"{p}/attn/qkv", f"{tensor}.attn_qkv.weight")
+    qkv = b.linear(h, qkv_w, f"{p}/attn/qkv", f"{tensor}.attn_qkv.weight", (i, "attn_in"))
     pk, pv = f"past_key_{i}", f"past_value_{i}"
     inputs += [helper.make_tensor_value_info(pk, f32, cache_shape),
                helper.make_tensor_value_info(pv, f32, cache_shape)]
@@ -182,26 +198,29 @@ def decoder_layer(b: Builder, cfg, w, i: int, p: str, tensor: str, residual: str
     outputs += [helper.make_tensor_value_info(f"present_key_{i}", f32, cache_shape),
                 helper.make_tensor_value_info(f"present_value_{i}", f32, cache_shape)]
     attn = b.node("Squeeze", [attn, axis0], f"{p}/attn/Squeeze")[0]
-    o = b.linear(attn, w("attn_output"), f"{p}/attn/o_proj", f"{tensor}.attn_output.weight")
+    o = b.linear(attn, w("attn_output"), f"{p}/attn/o_proj", f"{tensor}.attn_output.weight", (i, "attn_out"))
     # feed-forward (SwiGLU)
     h, _, _, residual = b.node("SkipSimplifiedLayerNormalization",
                                [o, residual, b.init(f"layers.{i}.ffn_norm", w("ffn_norm"))],
                                f"{p}/ffn_norm", n_out=4, domain=MS, epsilon=cfg.rms_eps)
     # gate and up as one matmul (and one correction), then split: +4.6% decoding speed in one paired run
     gate_up = b.linear(h, np.concatenate([w("ffn_gate"), w("ffn_up")], axis=0), f"{p}/mlp/gate_up_proj",
-                       f"{tensor}.ffn_gate_up.weight")
+                       f"{tensor}.ffn_gate_up.weight", (i, "ffn_in"))
     g, u = b.node("Split", [gate_up, b.const("split.ffn", np.array([cfg.ffn, cfg.ffn]))], f"{p}/mlp/Split",
                   n_out=2, axis=-1)
     sg = b.node("Sigmoid", [g], f"{p}/mlp/act/Sigmoid")[0]
     silu = b.node("Mul", [g, sg], f"{p}/mlp/act/Mul")[0]
     gu = b.node("Mul", [silu, u], f"{p}/mlp/Mul")[0]
-    return b.linear(gu, w("ffn_down"), f"{p}/mlp/down_proj", f"{tensor}.ffn_down.weight"), residual
+    return b.linear(gu, w("ffn_down"), f"{p}/mlp/down_proj", f"{tensor}.ffn_down.weight", (i, "ffn_mid")), residual
 
 
-def build_segment(src, start: int, end: int, quant: str, max_len: int) -> tuple[onnx.ModelProto, dict]:
-    """Graph for layers [start, end). The first segment (start == 0) takes input_ids, others hidden_in."""
+def build_segment(src, start: int, end: int, quant: str, max_len: int,
+                  means: dict | None = None) -> tuple[onnx.ModelProto, dict]:
+    """Graph for layers [start, end). The first segment (start == 0) takes input_ids, others hidden_in.
+    means: the calibration statistics, for int4-calibrated and int4-mixed (export/calibration.py)."""
     cfg = src.config
-    b = Builder(quant)
+    exact = EXACT_INPUTS.get(quant)
+    b = Builder(base_quant(quant), means=None if exact is None else means, exact_inputs=exact or frozenset())
     f32 = TensorProto.FLOAT
     inputs = []
     if start == 0:

@@ -108,6 +108,16 @@ def quantize_int4(w: np.ndarray):
             residual if has_residual else None, err)
 
 
+def drop_residual(w: np.ndarray, codes, scales, zero_points, residual, mean_sums: np.ndarray):
+    """The calibrated form of an exact 4-bit quantization (export/calibration.py): the residual dropped and
+    its mean effect, residual @ mean_sums ([N]), returned as a bias. err: the weights' error without it."""
+    zp = unpack_nibbles(zero_points, scales.shape[1]).astype(np.float32)
+    q = unpack_nibbles(codes.reshape(codes.shape[0], -1), scales.shape[1] * BLOCK).astype(np.float32)
+    deq = ((q.reshape(len(q), -1, BLOCK) - zp[..., None]) * scales[..., None]).reshape(len(q), -1)
+    bias = (residual.astype(np.float64) @ mean_sums).astype(np.float32)
+    return bias, _error(w, deq[:, : w.shape[1]])
+
+
 def fold_zero_points(scales: np.ndarray, zero_points: np.ndarray, residual: np.ndarray) -> np.ndarray:
     """Move the zero point into the residual: (code - zp) * s + r == (code - 8) * s + (r + (8 - zp) * s).
 

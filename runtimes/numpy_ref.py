@@ -60,8 +60,10 @@ class NumpyLlama:
         self.cache_pos = [p + delta if p >= first else p for p in self.cache_pos]
         self.n_past += delta
 
-    def forward(self, tokens: list[int], last_layer: int | None = None) -> np.ndarray:
-        """Run `tokens` after the cached ones; return logits [S, vocab] (float64 math, float32 out)."""
+    def forward(self, tokens: list[int], last_layer: int | None = None, tap=None) -> np.ndarray:
+        """Run `tokens` after the cached ones; return logits [S, vocab] (float64 math, float32 out).
+        tap(layer, name, x): sees each linear's input x [S, in] (names: attn_in, attn_out, ffn_in, ffn_mid)."""
+        tap = tap or (lambda i, name, x: None)
         c, w = self.c, self.w
         S = len(tokens)
         pos = np.arange(self.n_past, self.n_past + S)
@@ -69,6 +71,7 @@ class NumpyLlama:
         for i in range(c.n_layers if last_layer is None else last_layer):
             p = f"blk.{i}."
             h = rmsnorm(x, w[p + "attn_norm.weight"], c.rms_eps)
+            tap(i, "attn_in", h)
             q = (h @ w[p + "attn_q.weight"].T).reshape(S, c.n_heads, c.head_dim)
             k = (h @ w[p + "attn_k.weight"].T).reshape(S, c.n_kv_heads, c.head_dim)
             v = (h @ w[p + "attn_v.weight"].T).reshape(S, c.n_kv_heads, c.head_dim)
@@ -84,10 +87,14 @@ class NumpyLlama:
             probs = np.exp(scores - scores.max(-1, keepdims=True))
             probs /= probs.sum(-1, keepdims=True)
             attn = np.einsum("hst,thd->shd", probs, V).reshape(S, c.n_heads * c.head_dim)
+            tap(i, "attn_out", attn)
             x = x + attn @ w[p + "attn_output.weight"].T
             h = rmsnorm(x, w[p + "ffn_norm.weight"], c.rms_eps)
+            tap(i, "ffn_in", h)
             g, u = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
-            x = x + (g / (1 + np.exp(-g)) * u) @ w[p + "ffn_down.weight"].T
+            mid = g / (1 + np.exp(-g)) * u
+            tap(i, "ffn_mid", mid)
+            x = x + mid @ w[p + "ffn_down.weight"].T
         self.cache_pos += list(pos)
         self.n_past += S
         head = w.get("output.weight", w["token_embd.weight"])

@@ -56,3 +56,26 @@ def test_int8_keeps_q8_0_exactly(weights):
     codes, scales, zp, err = quantize_int8(w)
     deq = (codes.astype(np.float32) - zp[..., None]) * scales[..., None]
     assert np.abs(deq.reshape(w.shape) - w).max() <= 1e-7 * np.abs(w).max() and err.max_abs <= 1e-7
+
+
+def test_calibrated_bias_lowers_held_out_error_below_round_to_nearest(weights):
+    """int4-calibrated on a Q4_1 linear: codes, steps and integer zero points kept, the offsets' mean effect
+    on the calibration activations added back as a bias. Activations with a non-zero mean per block (as
+    RMSNorm outputs have): on held-out ones, the output error falls to under half of round-to-nearest's
+    (dropping the offsets, as a plain integer-zero-point requantization does). Measured: 0.36x."""
+    from edgedec.export.quant import drop_residual
+    w = dequantize(quantize(weights, T.Q4_1), T.Q4_1).astype(np.float32)
+    codes, scales, zp, residual, _ = quantize_int4(w)
+    rng = np.random.default_rng(1)
+    mean = 0.5 + 0.2 * rng.standard_normal(256)
+    calib, held_out = (mean + rng.standard_normal((n, 256)) for n in (512, 256))
+    sums = calib.reshape(512, -1, 32).sum(-1).mean(0)
+    bias, err = drop_residual(w, codes, scales, zp, residual, sums)
+    q = unpack_nibbles(codes, 32).astype(np.float32)
+    z = unpack_nibbles(zp, scales.shape[1]).astype(np.float32)
+    nearest = ((q - z[..., None]) * scales[..., None]).reshape(w.shape)
+    truth = held_out @ w.T
+    rtn = np.linalg.norm(held_out @ nearest.T - truth)
+    calibrated = np.linalg.norm(held_out @ nearest.T + bias - truth)
+    assert calibrated < 0.5 * rtn
+    assert err.max_abs <= scales.max() / 2 + 1e-7          # the weights alone moved by at most half a step
