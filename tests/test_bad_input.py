@@ -136,6 +136,19 @@ def test_bad_options(int4_bundle):
     one_line_error(run_cli("export", "-o", "/tmp/x", "--quant", "int3"), "--quant")
 
 
+def test_bad_calibrated_exports(tmp_path, tiny):
+    """int4-calibrated/-mixed re-fit 4-bit GGUF blocks: a float source has none; a calibration text under
+    512 tokens is too short to fit on. Nothing is left on disk."""
+    one_line_error(run_cli("export", tiny[2] / "hf", "-o", tmp_path / "a", "--quant", "int4-calibrated"),
+                   "int4-calibrated", "4-bit GGUF", "int4, int8 or fp32")
+    no_partial(tmp_path / "a")
+    short = tmp_path / "short.txt"
+    short.write_text("the quick brown fox jumps over the lazy dog. " * 30)
+    one_line_error(run_cli("export", "-o", tmp_path / "b", "--quant", "int4-mixed", "--calibration-text", short),
+                   "calibration text", "at least 512")
+    no_partial(tmp_path / "b")
+
+
 def test_bad_speculation_options(int4_bundle):
     gen = ("generate", int4_bundle, "-p", "hi", "-n", "4")
     one_line_error(run_cli(*gen, "--mode", "self-spec", "--exit-layer", "0"), "1..29")
