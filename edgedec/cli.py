@@ -260,6 +260,8 @@ def cmd_info(a) -> None:
     ranges = ", ".join(f"{s.start}-{s.end - 1}" for s in m.segments)
     print(f"segments   {ranges} (+ head)")
     print(f"quant      {q.mode} (head {q.head}), worst tensor {q.worst.tensor} rel rms {q.worst.rel_rms or 0:.3g}")
+    if q.calibration:
+        print(f"calibration {q.calibration} (the int4 biases)")
     print(f"gguf       {m.gguf.file if m.gguf else 'none (llama.cpp backend unavailable)'}")
     for d in m.drafts:
         after = d.acceptance.get("after", {})
