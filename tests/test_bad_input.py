@@ -161,17 +161,25 @@ def test_bad_speculation_options(int4_bundle):
 
 
 def test_interrupted_export_leaves_nothing(tmp_path, gguf_path):
-    """Kill an export midway: no bundle, no temp dir after the next export; the rerun works."""
+    """Ctrl-C an export midway (once its temporary folder exists): no bundle and no temporary folder left,
+    and the export says it was interrupted. The child gets Ctrl-C's default handling whatever the test
+    process inherited (an ignored SIGINT would be inherited and the export could not be interrupted)."""
     import signal
     import subprocess
     import sys
     import time
     out = tmp_path / "b"
     proc = subprocess.Popen([sys.executable, "-m", "edgedec.cli", "export", str(gguf_path), "-o", str(out)],
-                            stderr=subprocess.PIPE)
-    time.sleep(12)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp")] and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.2)
+    time.sleep(3)                                             # well inside the export (it takes ~50 s)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err, err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp")]
 
