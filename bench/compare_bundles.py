@@ -10,7 +10,7 @@ import argparse
 import numpy as np
 
 import edgedec
-from edgedec_tools.bench import time_backend
+from edgedec_tools.bench import paired
 
 
 def main():
@@ -23,16 +23,9 @@ def main():
     models = [edgedec.load(b, threads=a.threads) for b in a.bundles]
     peer = edgedec.load(a.bundles[0], backend="llamacpp", threads=a.threads).backend
     prompt = models[0].tokenizer.encode("def fibonacci(n):\n    ")
-    ratios = [[] for _ in models]
-    speeds = [[] for _ in models]
-    for _ in range(a.rounds):
-        before = time_backend(peer, prompt, a.n)[1]
-        now = [time_backend(m.backend, prompt, a.n)[1] for m in models]
-        after = time_backend(peer, prompt, a.n)[1]
-        for i, s in enumerate(now):
-            speeds[i].append(s)
-            ratios[i].append(s / ((before + after) / 2))
-    for b, r, s in zip(a.bundles, ratios, speeds):
+    got = paired({i: m.backend for i, m in enumerate(models)}, peer, prompt, a.n, a.rounds)
+    for i, b in enumerate(a.bundles):
+        r, s = got[i]["decode_ratio"], got[i]["decode"]
         print(f"{b}: {np.median(s):.1f} tok/s, ratio to llama.cpp median {np.median(r):.3f} "
               f"(IQR {np.percentile(r, 25):.3f}-{np.percentile(r, 75):.3f})")
 

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 import edgedec
+from edgedec.export.kv import dequantize, quantize, scales
 from edgedec.export.kv_calibration import stdlib_text
 from edgedec.export.sources import load_source
 from edgedec.models.known import default_gguf
@@ -97,20 +98,18 @@ def mean_nll(logits, ids) -> float:
     return float(-lp[np.arange(len(ids) - 1), ids[1:]].mean())
 
 
-def q8(x, scale):
-    return np.clip(np.rint(x / scale), -128, 127) * scale
-
-
 def layers(m, tok, ranges, n_tokens: int) -> dict:
     """Per-layer sensitivity of the static int4 cache, then int8 in the most sensitive layers."""
     def mixed(int8: set, only: int | None = None):
         def cache(i, k, v):
             if only is not None and i != only:
                 return k, v
-            kr, vr = ranges[i][:2]
-            if i in int8:
-                return q8(k, kr / 127), q8(v, vr * 2.0 / 127)          # export/kv.py's int8 margins
-            return q4(k, kr * 0.6 / 7), q4(v, vr * 1.0 / 7)
+            kv = "int8" if i in int8 else "int4"
+
+            def round_trip(x, part, r):                             # the shipped format and scales (export/kv.py)
+                scale = scales(kv, r, part)
+                return dequantize(quantize(x, kv, scale), kv, scale)
+            return round_trip(k, "k", ranges[i][0]), round_trip(v, "v", ranges[i][1])
         return cache
     ids = tok.encode(lear(30000))[:n_tokens]
     base = mean_nll(m.forward(ids, lambda i, k, v: (k, v)), ids)

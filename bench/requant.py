@@ -29,7 +29,7 @@ from edgedec.cli import default_source, ensure_default_bundle
 from edgedec.export.bundle_writer import export_bundle
 from edgedec.perplexity import token_nll
 from edgedec.runtimes.llamacpp import LlamaCppEngine
-from edgedec_tools.bench import _peak_rss, time_backend
+from edgedec_tools.bench import paired, peak_rss
 from edgedec_tools.distill.data import shakespeare_texts
 from edgedec_tools.prompts import lear
 
@@ -52,15 +52,9 @@ def speed(paths: dict, threads: int, rounds: int, n: int, prompt: str, length: i
     models = {k: edgedec.load(p, threads=threads) for k, p in paths.items()}
     peer = edgedec.load(paths["exact"], backend="llamacpp", threads=threads).backend
     prompt = models["exact"].tokenizer.encode(prompt)[:length]
-    got = {k: {"decode": [], "prefill": []} for k in models}
-    for _ in range(rounds):
-        before = time_backend(peer, prompt, n)
-        now = {k: time_backend(m.backend, prompt, n) for k, m in models.items()}
-        after = time_backend(peer, prompt, n)
-        for k, (pre, dec) in now.items():
-            got[k]["prefill"].append(pre / ((before[0] + after[0]) / 2))
-            got[k]["decode"].append(dec / ((before[1] + after[1]) / 2))
-    return {k: {f"{part}_vs_llamacpp": float(np.median(v)) for part, v in r.items()} for k, r in got.items()}
+    got = paired({k: m.backend for k, m in models.items()}, peer, prompt, n, rounds)
+    return {k: {f"{part}_vs_llamacpp": float(np.median(r[f"{part}_ratio"])) for part in ("decode", "prefill")}
+            for k, r in got.items()}
 
 
 def fidelity(paths: dict, texts: dict, windows=(512, 2048)) -> dict:
@@ -116,8 +110,8 @@ def main():
     out["speed"] = speed(paths, a.threads, a.rounds, a.n, "def fibonacci(n):\n    ", 300)
     out["speed_after_300_tokens"] = speed(paths, a.threads, a.rounds, a.n, lear(2000), 300)
     print(json.dumps({k: out[k] for k in ("speed", "speed_after_300_tokens")}, indent=1), flush=True)
-    out["rss_mb"] = {k: _peak_rss(p, "onnxruntime", a.threads, 64) for k, p in paths.items()}
-    out["rss_mb"]["llama.cpp"] = _peak_rss(paths["exact"], "llamacpp", a.threads, 64)
+    out["rss_mb"] = {k: peak_rss(p, "onnxruntime", a.threads, 64) for k, p in paths.items()}
+    out["rss_mb"]["llama.cpp"] = peak_rss(paths["exact"], "llamacpp", a.threads, 64)
     print(out["rss_mb"], flush=True)
     texts = {"King Lear": lear(a.chars), "three other plays": "\n\n".join(shakespeare_texts(3))[:a.chars]}
     out["fidelity"] = fidelity(paths, texts)

@@ -22,7 +22,7 @@ from edgedec.models.known import shipped_draft
 
 from .drafts import check_model, load_draft, model_fingerprint, write_draft
 from .calibration import linear_input_means
-from .graphs import EXACT_INPUTS, QUANTS, base_quant, build_head, build_segment, head_quant
+from .graphs import CALIBRATED, QUANTS, base_quant, build_head, build_segment, head_quant
 from .kv_calibration import FILE as KV_FILE
 from .kv_calibration import STDLIB, calibrate, read_text, stdlib_text
 from .sources import load_source
@@ -46,7 +46,6 @@ def parse_cuts(text: str | None, n_layers: int) -> list[int]:
 
 
 FOUR_BIT = {"Q4_0", "Q4_1", "Q4_K"}
-CALIBRATION_TOKENS = 2048     # the int4-calibrated biases' text: 4 windows of 512
 
 
 def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
@@ -61,7 +60,7 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
         raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
     src = load_source(source)
     cfg = src.config
-    if EXACT_INPUTS.get(quant) is not None and not FOUR_BIT & set(src.tensor_types.values()):
+    if quant in CALIBRATED and not FOUR_BIT & set(src.tensor_types.values()):
         raise EdgedecError(f"$quant {quant} re-fits 4-bit GGUF blocks (Q4_0, Q4_1, Q4_K), and {src.name} has none; "
                            "choose int4, int8 or fp32")
     cut_list = parse_cuts(cuts, cfg.n_layers)
@@ -95,11 +94,8 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
     errors: dict[str, dict] = {}
     segments = []
     means = None
-    if EXACT_INPUTS.get(quant) is not None:
-        from tokenizers import Tokenizer
-        ids = Tokenizer.from_str(src.tokenizer.json).encode(kv[0], add_special_tokens=False).ids
-        ids = [t for t in ids if t < cfg.vocab][:CALIBRATION_TOKENS]
-        means = linear_input_means(src, ids, lambda done, total: progress(f"calibration {done}/{total}", 0, steps))
+    if quant in CALIBRATED:
+        means = linear_input_means(src, kv[0], lambda done, total: progress(f"calibration {done}/{total}", 0, steps))
     for n, (a, b) in enumerate(zip(starts, cuts)):
         progress(f"layers {a}-{b - 1}", n, steps)
         model, errs = build_segment(src, a, b, quant, cfg.context, means)

@@ -21,13 +21,16 @@ from edgedec.runtimes.numpy_ref import NumpyLlama
 from .quant import BLOCK
 
 MIN_TOKENS = 512          # below this the means are noise (one window)
+TOKENS = 2048             # what is read of the text: 4 windows
 WINDOW = 512
 
 
-def linear_input_means(src, ids: list[int], progress=lambda done, total: None) -> dict[tuple[int, str], np.ndarray]:
-    """(layer, input name) -> mean over the tokens of the input's block sums [K/32], float64. Every position
-    counts, the attention sink at the start of each window included (leaving it out changed King Lear's
-    perplexity by 0.2%)."""
+def linear_input_means(src, text: str, progress=lambda done, total: None) -> dict[tuple[int, str], np.ndarray]:
+    """(layer, input name) -> mean over the first TOKENS tokens of `text` of the input's block sums [K/32],
+    float64. Every position counts, the attention sink at the start of each window included."""
+    from tokenizers import Tokenizer
+    ids = Tokenizer.from_str(src.tokenizer.json).encode(text, add_special_tokens=False).ids
+    ids = [t for t in ids if t < src.config.vocab][:TOKENS]     # (ids the embedding has)
     if len(ids) < MIN_TOKENS:
         raise EdgedecError(f"the calibration text has {len(ids)} tokens; calibrating needs at least {MIN_TOKENS}, "
                            "give a longer text")

@@ -39,9 +39,10 @@ from .quant import (BLOCK, QuantError, drop_residual, fold_zero_points, pack_nib
 OPSET = 21
 MS = "com.microsoft"
 QUANTS = ("int4", "int4-calibrated", "int4-mixed", "int8", "fp32")
-# which linears keep the exact correction of 4-bit GGUF blocks, by the input they read (export/calibration.py);
-# the others get the calibrated bias. Mixed keeps it on Q, K, V (V is the most sensitive linear) and gate/up (bench/README)
-EXACT_INPUTS = {"int4": None, "int4-calibrated": frozenset(), "int4-mixed": frozenset({"attn_in", "ffn_in"})}
+# the calibrated int4 variants (export/calibration.py): the inputs whose linears keep the exact correction of
+# 4-bit GGUF blocks; the others get the calibrated bias. Mixed keeps it on Q, K, V (V is the most sensitive
+# linear) and gate/up (bench/README.md, "Re-quantizing")
+CALIBRATED = {"int4-calibrated": frozenset(), "int4-mixed": frozenset({"attn_in", "ffn_in"})}
 
 
 def base_quant(quant: str) -> str:
@@ -219,8 +220,8 @@ def build_segment(src, start: int, end: int, quant: str, max_len: int,
     """Graph for layers [start, end). The first segment (start == 0) takes input_ids, others hidden_in.
     means: the calibration statistics, for int4-calibrated and int4-mixed (export/calibration.py)."""
     cfg = src.config
-    exact = EXACT_INPUTS.get(quant)
-    b = Builder(base_quant(quant), means=None if exact is None else means, exact_inputs=exact or frozenset())
+    b = Builder(base_quant(quant), means=means if quant in CALIBRATED else None,
+                exact_inputs=CALIBRATED.get(quant, frozenset()))
     f32 = TensorProto.FLOAT
     inputs = []
     if start == 0:

@@ -43,7 +43,22 @@ def time_backend(backend, prompt_ids: list[int], n_new: int) -> tuple[float, flo
     return len(prompt_ids) / (t1 - t0), n_new / (t2 - t1)
 
 
-def _peak_rss(bundle, backend, threads, n_new, ctx: int = 512, kv: str = "fp32") -> float:
+def paired(backends: dict, peer, prompt_ids: list[int], n_new: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Rounds of: `peer`, every backend, `peer` again (time_backend each). Per backend: its prefill and
+    decode tok/s per round, and each over the mean of the two peer timings around it (`*_ratio`)."""
+    out = {k: {"prefill": [], "decode": [], "prefill_ratio": [], "decode_ratio": []} for k in backends}
+    for _ in range(rounds):
+        before = time_backend(peer, prompt_ids, n_new)
+        now = {k: time_backend(b, prompt_ids, n_new) for k, b in backends.items()}
+        after = time_backend(peer, prompt_ids, n_new)
+        for k, speeds in now.items():
+            for part, speed, b, a in zip(("prefill", "decode"), speeds, before, after):
+                out[k][part].append(speed)
+                out[k][f"{part}_ratio"].append(speed / ((b + a) / 2))
+    return out
+
+
+def peak_rss(bundle, backend, threads, n_new, ctx: int = 512, kv: str = "fp32") -> float:
     out = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(bundle), backend, str(threads), PROMPT, str(n_new),
                           str(ctx), kv],
                          capture_output=True, text=True, check=True)
@@ -71,7 +86,7 @@ def main(a) -> None:
     med = {k: {"prefill_tok_s": float(np.median([r[0] for r in v])), "decode_tok_s": float(np.median([r[1] for r in v]))}
            for k, v in rows.items()}
     for k, backend in (("edgedec", "onnxruntime"), ("llama.cpp", "llamacpp")):
-        med[k]["peak_rss_mb"] = _peak_rss(bundle, backend, a.threads, 32, ctx, kv)
+        med[k]["peak_rss_mb"] = peak_rss(bundle, backend, a.threads, 32, ctx, kv)
     result = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "bundle": str(bundle), "threads": a.threads,
         "prompt_tokens": len(ids), "new_tokens": a.max_tokens, "runs": a.runs,
