@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bundle import default_bundle_path, read_bundle
-from .errors import EdgedecError, ModeError
+from .errors import AdapterError, EdgedecError, ModeError
 from .kvcache import KVConfig
 from .session import Response, Result, Session, SessionStats  # noqa: F401  (the records)
 from .strategies import MODES
@@ -26,27 +26,28 @@ BACKENDS = ("onnxruntime", "llamacpp")
 
 def load(bundle: str | Path | None = None, backend: str = "onnxruntime", threads: int = 2,
          n_ctx: int = 2048, verify: bool = True, exact: bool | None = None, kv: str = "fp32",
-         kv_window: int | None = None, kv_sinks: int | None = None) -> "Model":
+         kv_window: int | None = None, kv_sinks: int | None = None, adapter: str | None = None) -> "Model":
     """Load a bundle (default: the default model's) on a backend. See `Model`."""
     return Model(bundle, backend=backend, threads=threads, n_ctx=n_ctx, verify=verify, exact=exact, kv=kv,
-                 kv_window=kv_window, kv_sinks=kv_sinks)
+                 kv_window=kv_window, kv_sinks=kv_sinks, adapter=adapter)
 
 
-def _engine(bundle, backend: str, threads: int, n_ctx: int, kv: KVConfig):
+def _engine(bundle, backend: str, threads: int, n_ctx: int, kv: KVConfig, adapter: str | None):
     if backend == "onnxruntime":
         from edgedec.runtimes.onnxruntime import OrtEngine
         return OrtEngine(bundle, threads=threads, kv=kv)
     if backend == "llamacpp":
         from edgedec.runtimes.llamacpp import LlamaCppEngine
-        return LlamaCppEngine(bundle, threads=threads, n_ctx=n_ctx, kv=kv)
+        return LlamaCppEngine(bundle, threads=threads, n_ctx=n_ctx, kv=kv, adapter=adapter)
     raise ModeError(f"$backend '{backend}' is unknown; choose one of {', '.join(BACKENDS)}")
 
 
 class Model:
     def __init__(self, bundle=None, backend: str = "onnxruntime", threads: int = 2, n_ctx: int = 2048,
                  verify: bool = True, exact: bool | None = None, kv: str = "fp32", kv_window: int | None = None,
-                 kv_sinks: int | None = None):
-        """n_ctx: positions each session's cache holds. kv: the cache type (fp32, fp16, int8, int4);
+                 kv_sinks: int | None = None, adapter: str | None = None):
+        """adapter: the switchable LoRA adapter sessions use unless a call names another (`adapters` lists
+        them; the llama.cpp backend applies it when it loads and cannot switch). n_ctx: positions each session's cache holds. kv: the cache type (fp32, fp16, int8, int4);
         kv_window, kv_sinks: when the cache is full, keep its first kv_sinks (default 4) and last kv_window
         positions, and go on (kvcache.py). exact: the row path of speculative calls
         (strategies/path.py): True always speculates with every step on the many-row kernels, so that
@@ -57,12 +58,24 @@ class Model:
         self.kv = KVConfig(kv, kv_window, kv_sinks).check(n_ctx)
         self.bundle = read_bundle(bundle or default_bundle_path(), verify_checksums=verify)
         self.tokenizer = Tokenizer(self.bundle)
-        self.engine = _engine(self.bundle, backend, threads, n_ctx, self.kv)
+        self.adapters = [a.name for a in self.bundle.manifest.adapters if not a.merged]
+        self.adapter = self.check_adapter(adapter)
+        self.engine = _engine(self.bundle, backend, threads, n_ctx, self.kv, self.adapter)
         self.backend_name = backend
         self.n_ctx = n_ctx
         self.exact = exact
         self._default: Session | None = None
         self.engine.runner(n_ctx)        # check n_ctx against the model now, not at the first session
+
+    def check_adapter(self, name: str | None) -> str | None:
+        """`name` if the bundle has that switchable adapter (None: the base model), else a one-line error."""
+        if name is None or name in self.adapters:
+            return name
+        merged = [a.name for a in self.bundle.manifest.adapters if a.merged]
+        has = ", ".join(self.adapters) if self.adapters else "none"
+        extra = f" ({', '.join(merged)} is merged into the weights: always on)" if merged else ""
+        raise AdapterError(f"$adapter '{name}' is not in this bundle; its switchable adapters: {has}{extra}. "
+                           "Add one with edgedec export --lora PATH=NAME")
 
     @property
     def kv_bytes_per_token(self) -> float:

@@ -100,7 +100,7 @@ class Batcher:
         if not hasattr(model.engine, "batch_runner"):
             raise EdgedecError(f"the {model.backend_name} backend cannot decode batches; use the onnxruntime "
                                "backend")
-        self.runner = model.engine.batch_runner(slots, n_ctx or model.n_ctx)
+        self.runner = model.engine.batch_runner(slots, n_ctx or model.n_ctx, model.adapter)
         self.n_ctx = self.runner.n_ctx
         self.slots = slots
         self.prefill_chunk = max(3, prefill_chunk)   # 3: a whole budget always makes progress

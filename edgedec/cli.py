@@ -57,7 +57,7 @@ def cmd_export(a) -> None:
         out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
     draft = None if a.no_draft else a.draft or "auto"
     path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar, draft=draft,
-                                  kv_text=a.kv_text)
+                                  kv_text=a.kv_text, lora=a.lora, merge=a.merge)
     w = written.quant.worst
     if w.tensor:
         print(f"worst quantization error: {w.tensor}: max |dw| {w.max_abs:.3g}, "
@@ -116,7 +116,8 @@ def _load(a, window: int | None = None):
     """The model the flags describe; `window`: the eviction window when --kv-window is not given."""
     from .api import load
     return load(ensure_default_bundle(a.bundle), backend=a.backend, threads=a.threads, n_ctx=a.ctx,
-                exact=getattr(a, "exact", None), kv=a.kv, kv_window=a.kv_window or window, kv_sinks=a.kv_sinks)
+                exact=getattr(a, "exact", None), kv=a.kv, kv_window=a.kv_window or window, kv_sinks=a.kv_sinks,
+                adapter=getattr(a, "adapter", None))
 
 
 def _spec(a, model):
@@ -194,8 +195,10 @@ def cmd_chat(a) -> None:
     system = a.system
     messages = [{"role": "system", "content": system}] if system else []
     totals = {"turns": 0, "new_tokens": 0, "last": None, "sources": {}}
+    adapter = model.adapter
     print("edgedec chat: /reset clears the conversation, /stats shows speed, /exit quits; "
-          "Ctrl-C stops an answer.", file=sys.stderr)
+          "Ctrl-C stops an answer." + (f" /adapter NAME|none switches among {', '.join(model.adapters)}."
+                                       if model.adapters else ""), file=sys.stderr)
     while True:
         try:
             line = input(">>> ")
@@ -209,6 +212,15 @@ def cmd_chat(a) -> None:
             messages = messages[:1] if system else []
             session.reset()
             print("(conversation cleared)", file=sys.stderr)
+            continue
+        if cmd.startswith("/adapter"):
+            name = cmd.removeprefix("/adapter").strip()
+            try:
+                adapter = model.check_adapter(None if name in ("", "none") else name)
+            except EdgedecError as e:
+                print(f"({_flags(e)})", file=sys.stderr)
+                continue
+            print(f"(adapter {adapter or 'none'}; the conversation is re-read with it)", file=sys.stderr)
             continue
         if cmd == "/stats":
             r = totals["last"]
@@ -232,7 +244,7 @@ def cmd_chat(a) -> None:
         reply, r, sources = [], None, {}
         try:
             for r in session.stream_generate(messages=messages, max_tokens=a.max_tokens, sampler=_sampler(a),
-                                             mode=a.mode, spec=spec):
+                                             mode=a.mode, spec=spec, adapter=adapter):
                 _notice(r)
                 sources[r.source] = sources.get(r.source, 0) + 1
                 reply.append(r.text)
@@ -267,6 +279,10 @@ def cmd_info(a) -> None:
         after = d.acceptance.get("after", {})
         print(f"draft      {d.design}, head {d.vocab_size} tokens, {d.steps} steps on {d.data_tokens} tokens; "
               f"validation top-1 code {after.get('code_top1', 0):.1%}, prose {after.get('prose_top1', 0):.1%}")
+    for ad in m.adapters:
+        how = "merged into the weights" if ad.merged else f"switchable (--adapter {ad.name})"
+        print(f"adapter    {ad.name}: LoRA rank {ad.rank} on {', '.join(ad.modules)} in {ad.layers} layers, "
+              f"scale {ad.scale:g}, {how}{'' if ad.gguf else ', no GGUF LoRA'}; from {ad.source}")
     if m.kv:
         print(f"kv ranges  calibrated on {m.kv.tokens} tokens of {m.kv.text} (int8/int4 caches)")
     print(f"drafts     {len(m.drafts)}, adapters {len(m.adapters)}, tuned self-spec {m.defaults.self_spec}")
@@ -351,6 +367,7 @@ def _add_model_args(p, gen=True):
     p.add_argument("--kv-window", type=int, help="when the cache is full, keep the last W positions (and the "
                    "sinks) and go on (chat's default: half the context)")
     p.add_argument("--kv-sinks", type=int, help="with --kv-window: the first S positions always kept (default 4)")
+    p.add_argument("--adapter", help="run with the bundle's LoRA adapter NAME (export --lora PATH=NAME)")
     if gen:
         p.add_argument("-s", "--system", help="system prompt")
         p.add_argument("-n", "--max-tokens", type=int, default=256)
@@ -407,6 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-text", "--calibration-text", dest="kv_text",
                    help="text file to calibrate the int8/int4 KV caches and the int4-calibrated/-mixed weights on "
                    "(default: text from Python's standard library)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[=NAME]",
+                   help="a LoRA adapter to include: a PEFT folder or a GGUF LoRA file (repeatable); switchable at "
+                   "run time with --adapter NAME")
+    p.add_argument("--merge", action="store_true", help="fold the --lora adapters into the weights instead")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="complete one prompt")

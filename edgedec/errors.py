@@ -63,3 +63,7 @@ class ModeError(EdgedecError):
 
 class SessionBusyError(EdgedecError):
     """A session was asked to generate while its previous stream is still open."""
+
+
+class AdapterError(EdgedecError):
+    """A LoRA adapter that cannot be read, does not fit the model, or that the bundle does not have."""

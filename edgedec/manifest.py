@@ -117,6 +117,20 @@ class Draft:
 
 
 @dataclass(frozen=True)
+class Adapter:
+    name: str
+    merged: bool = _doc("folded into the graphs' weights at export (--merge): always on, not switchable")
+    file: str | None = _doc("ONNX Runtime adapter file (ort.AdapterFormat): the graphs' lora_a/lora_b inputs; "
+                            "null when merged")
+    gguf: str | None = _doc("the same adapter as a GGUF LoRA for llama.cpp; null without a GGUF")
+    rank: int
+    scale: float = _doc("alpha / rank (rsLoRA: alpha / sqrt(rank))")
+    modules: list[str] = _doc("the modules it changes (q_proj, ...)")
+    layers: int = _doc("how many layers it changes")
+    source: str = _doc("the PEFT folder or GGUF LoRA it was read from")
+
+
+@dataclass(frozen=True)
 class KVRanges:
     file: str = _doc("float32 .npz: `k` and `v` [n_layers, n_kv_heads, head_dim], each cache channel's largest "
                      "magnitude on the calibration text (keys after rotary); the int8/int4 caches' scales")
@@ -167,7 +181,7 @@ class Manifest:
     gguf: Gguf | None = _doc("null when the source was a Hugging Face folder")
     drafts: list[Draft] = _doc("trained drafts; self-spec uses the first", default_factory=list)
     kv: KVRanges | None = _doc("calibrated KV cache ranges for int8/int4 caches (export/kv.py)", default=None)
-    adapters: list[dict] = _doc("LoRA adapters (none yet)", default_factory=list)
+    adapters: list[Adapter] = _doc("LoRA adapters, merged or switchable (export/lora.py)", default_factory=list)
     defaults: Defaults = _doc("settings tuned on a device", default_factory=Defaults)
     files: dict[str, FileEntry] = _doc("every file of the bundle but this one, with size and sha256",
                                        default_factory=dict)

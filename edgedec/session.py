@@ -97,6 +97,7 @@ class Session:
     def __init__(self, model):
         self.model = model
         self.backend = model.engine.runner(model.n_ctx)   # this conversation's runner: its KV cache
+        self.backend.use_adapter(model.adapter)
         self.context: list[int] = []     # tokens whose KV the runner holds: context[:backend.length]
         self.paths = PathLedger()
         self.last_stats: SpecStats | None = None
@@ -143,13 +144,17 @@ class Session:
     def stream_generate(self, prompt: str | list[int] | None = None, *, messages: list[dict] | None = None,
                         system: str | None = None, chat: bool = True, max_tokens: int = 256,
                         sampler: SamplerConfig | None = None, stop: tuple[str, ...] = (),
-                        mode: str = "plain", spec=None, ignore_eos: bool = False) -> Iterator[Response]:
+                        mode: str = "plain", spec=None, ignore_eos: bool = False,
+                        adapter=...) -> Iterator[Response]:
         """Stream the answer to a prompt (raw text or token ids) or a message list, token by token.
 
         mode: plain, self-spec or lookup; spec: that mode's config (PlainConfig, SelfSpecConfig,
         LookupConfig), by default the bundle's tuned one. ignore_eos: go on to max_tokens past the model's
-        end of turn (endurance runs, as llama.cpp's --ignore-eos)."""
+        end of turn (endurance runs, as llama.cpp's --ignore-eos). adapter: the bundle's switchable LoRA
+        adapter to run with, None for the base model (default: the model's, `load(adapter=...)`); changing
+        it drops the cached conversation, since the cache holds the other adapter's keys and values."""
         model = self.model
+        adapter = model.adapter if adapter is ... else model.check_adapter(adapter)
         if mode not in MODES:
             raise ModeError(f"$mode '{mode}' is not available; modes: {', '.join(MODES)}")
         if not isinstance(self.backend, MODES[mode].needs):
@@ -163,13 +168,17 @@ class Session:
             raise EdgedecError("$max_tokens must be at least 1")
         ids = list(prompt) if isinstance(prompt, list) else model.encode_prompt(prompt, messages, system, chat)
         return self._stream(ids, max_tokens, Sampler(sampler or SamplerConfig()), tuple(stop), mode, spec,
-                            ignore_eos)
+                            ignore_eos, adapter)
 
-    def _stream(self, ids, max_tokens, sample, stop, mode, spec, ignore_eos) -> Iterator[Response]:
+    def _stream(self, ids, max_tokens, sample, stop, mode, spec, ignore_eos, adapter) -> Iterator[Response]:
         if not self._streaming.acquire(blocking=False):
             raise SessionBusyError("this session is still streaming its previous answer; finish or close that "
                                    "stream first, or use model.session() for another conversation")
         try:
+            if adapter != self.backend.adapter:      # the cache holds the other adapter's keys and values
+                self.backend.use_adapter(adapter)
+                self.backend.truncate(0)
+                self.context = []
             yield from self._decode(ids, max_tokens, sample, stop, mode, spec, ignore_eos)
         finally:
             self._streaming.release()

@@ -22,6 +22,7 @@ from edgedec.models.known import shipped_draft
 
 from .drafts import check_model, load_draft, model_fingerprint, write_draft
 from .calibration import linear_input_means
+from .lora import graph_linears, merged, read_adapter, write_gguf, write_ort
 from .graphs import CALIBRATED, QUANTS, base_quant, build_head, build_segment, head_quant
 from .kv_calibration import FILE as KV_FILE
 from .kv_calibration import STDLIB, calibrate, read_text, stdlib_text
@@ -50,12 +51,15 @@ FOUR_BIT = {"Q4_0", "Q4_1", "Q4_K"}
 
 def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
-                  draft: str | Path | None = "auto", kv_text: str | Path | None = None) -> tuple[Path, mf.Manifest]:
+                  draft: str | Path | None = "auto", kv_text: str | Path | None = None,
+                  lora: list[str] = (), merge: bool = False) -> tuple[Path, mf.Manifest]:
     """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest).
 
     draft: a trained draft file (export/drafts.py) to include; "auto" includes the one shipped for this
     model (models/drafts), if there is one; None includes none. kv_text: a text file to calibrate the
-    int8/int4 KV caches on (default: text from Python's standard library, export/kv_calibration.py)."""
+    int8/int4 KV caches on (default: text from Python's standard library, export/kv_calibration.py).
+    lora: LoRA adapters, 'PATH[=NAME]' (PEFT folders or GGUF LoRA files, export/lora.py): switchable at run
+    time, or with `merge` folded into the weights."""
     if quant not in QUANTS:
         raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
     src = load_source(source)
@@ -65,6 +69,9 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
                            "choose int4, int8 or fp32")
     cut_list = parse_cuts(cuts, cfg.n_layers)
     fingerprint = model_fingerprint(src)
+    adapters = [read_adapter(spec, cfg) for spec in lora]
+    if len({a.name for a in adapters}) < len(adapters):
+        raise EdgedecError("two adapters have the same name; name them with --lora PATH=NAME")
     weights = None
     if draft == "auto":
         draft = shipped_draft(fingerprint)
@@ -78,7 +85,8 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None), fingerprint, weights, kv)
+        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None), fingerprint, weights, kv,
+                          adapters, merge)
         _ordinary_permissions(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
@@ -87,8 +95,13 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     return out, manifest
 
 
-def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: str, draft, kv) -> mf.Manifest:
+def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: str, draft, kv,
+           adapters, merge: bool) -> mf.Manifest:
     cfg = src.config
+    base = src
+    if merge and adapters:
+        src = merged(src, adapters)
+    switchable = frozenset() if merge else graph_linears(adapters)
     starts = [0] + cuts[:-1]
     steps = len(cuts) + 5
     errors: dict[str, dict] = {}
@@ -98,7 +111,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
         means = linear_input_means(src, kv[0], lambda done, total: progress(f"calibration {done}/{total}", 0, steps))
     for n, (a, b) in enumerate(zip(starts, cuts)):
         progress(f"layers {a}-{b - 1}", n, steps)
-        model, errs = build_segment(src, a, b, quant, cfg.context, means)
+        model, errs = build_segment(src, a, b, quant, cfg.context, means, switchable)
         name = f"layers_{a}_{b}.onnx"
         _save(model, tmp / name)
         errors.update(errs)
@@ -120,6 +133,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
         shutil.copyfile(src.gguf_path, tmp / "model.gguf")
         gguf = mf.Gguf("model.gguf", str(src.gguf_path))
 
+    entries = [_write_adapter(a, cfg, tmp, merge, base.gguf_path is not None) for a in adapters]
     worst = max(errors.items(), key=lambda kv: kv[1]["rel_rms"], default=(None, {}))
     manifest = mf.Manifest(
         format=mf.FORMAT,
@@ -139,6 +153,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
         chat_template=src.chat_template,
         gguf=gguf,
         drafts=drafts,
+        adapters=entries,
         files=_files(tmp),
     )
     mf.write(tmp, manifest)
@@ -149,6 +164,17 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
     mf.write(tmp, manifest)
     progress("done", steps, steps)
     return manifest
+
+
+def _write_adapter(a, cfg, tmp: Path, merged: bool, gguf: bool) -> mf.Adapter:
+    """The adapter's files: an ONNX Runtime adapter (switchable only) and a GGUF LoRA (with a GGUF)."""
+    ort_file = None if merged else f"adapter.{a.name}.onnx_adapter"
+    gguf_file = f"adapter.{a.name}.gguf" if gguf else None
+    if ort_file:
+        write_ort(a, cfg, tmp / ort_file)
+    if gguf_file:
+        write_gguf(a, cfg, tmp / gguf_file)
+    return mf.Adapter(a.name, merged, ort_file, gguf_file, a.rank, a.scale, a.modules, len(a.layers), a.source)
 
 
 def _files(tmp: Path) -> dict[str, mf.FileEntry]:

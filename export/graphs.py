@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .lora import input_names
 from .quant import (BLOCK, QuantError, drop_residual, fold_zero_points, pack_nibbles, quantize_int4,
                     quantize_int8, quantize_rows_int8)
 
@@ -67,6 +68,8 @@ class Builder:
     consts: set[str] = field(default_factory=set)
     means: dict | None = None            # (layer, input) -> mean block sums, for calibrated linears
     exact_inputs: frozenset = frozenset()  # inputs whose linears keep the exact correction anyway
+    lora: frozenset = frozenset()        # linears (weight names) that get a switchable low-rank path
+    lora_inputs: list = field(default_factory=list)   # its graph inputs (value infos)
 
     def init(self, name: str, array: np.ndarray) -> str:
         self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
@@ -88,7 +91,8 @@ class Builder:
         reads: (layer, input name) of x, for calibrated linears (export/calibration.py)."""
         n, k = w.shape
         if self.quant == "fp32":
-            return self.node("MatMul", [x, self.init(f"{name}.weight", w.T)], f"{name}/MatMul")[0]
+            y = self.node("MatMul", [x, self.init(f"{name}.weight", w.T)], f"{name}/MatMul")[0]
+            return self._lora(x, y, k, n, name, weight_name)
         residual = bias = None
         if self.quant == "int4":
             codes, scales, zp, residual, err = quantize_int4(w)
@@ -112,11 +116,23 @@ class Builder:
         # accuracy_level 4: activations are quantized to int8 inside the kernel (as llama.cpp does with Q8).
         y = self.node("MatMulNBits", ins, f"{name}/MatMulNBits", domain=MS,
                       K=k, N=n, bits=bits, block_size=BLOCK, accuracy_level=4)[0]
-        if residual is None:
+        if residual is not None:
+            # exact 4-bit sources: y + block_sums(x) @ residual^T   ([S,K/32] @ [K/32,N] + [S,N], one Gemm)
+            y = self.node("Gemm", [self._block_sums(x, k), self.init(f"{name}.residual", residual.T), y],
+                          f"{name}/ResidualGemm")[0]
+        return self._lora(x, y, k, n, name, weight_name)
+
+    def _lora(self, x: str, y: str, k: int, n: int, name: str, weight_name: str) -> str:
+        """y + (x @ lora_a) @ lora_b for a switchable adapter (export/lora.py). lora_a [K, r] and lora_b [r, N]
+        are graph inputs whose defaults are empty ([K, 0], [0, N]): unbound, the path adds exact zeros."""
+        if weight_name not in self.lora:
             return y
-        # exact 4-bit sources: y + block_sums(x) @ residual^T   ([S,K/32] @ [K/32,N] + [S,N], one Gemm)
-        return self.node("Gemm", [self._block_sums(x, k), self.init(f"{name}.residual", residual.T), y],
-                         f"{name}/ResidualGemm")[0]
+        a, b = input_names(weight_name)
+        self.lora_inputs += [helper.make_tensor_value_info(a, TensorProto.FLOAT, [k, "lora_rank"]),
+                             helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_rank", n])]
+        low = self.node("MatMul", [x, self.init(a, np.zeros((k, 0), np.float32))], f"{name}/lora/A")[0]
+        up = self.node("MatMul", [low, self.init(b, np.zeros((0, n), np.float32))], f"{name}/lora/B")[0]
+        return self.node("Add", [y, up], f"{name}/lora/Add")[0]
 
     def _block_sums(self, x: str, k: int) -> str:
         """Sum of x over each block of 32 along K ([S,K] -> [S,K/32]), shared by the linears reading x.
@@ -216,12 +232,13 @@ def decoder_layer(b: Builder, cfg, w, i: int, p: str, tensor: str, residual: str
 
 
 def build_segment(src, start: int, end: int, quant: str, max_len: int,
-                  means: dict | None = None) -> tuple[onnx.ModelProto, dict]:
+                  means: dict | None = None, lora: frozenset = frozenset()) -> tuple[onnx.ModelProto, dict]:
     """Graph for layers [start, end). The first segment (start == 0) takes input_ids, others hidden_in.
-    means: the calibration statistics, for int4-calibrated and int4-mixed (export/calibration.py)."""
+    means: the calibration statistics, for int4-calibrated and int4-mixed (export/calibration.py).
+    lora: the linears that get a switchable low-rank path (export/lora.py graph_linears)."""
     cfg = src.config
     b = Builder(base_quant(quant), means=means if quant in CALIBRATED else None,
-                exact_inputs=CALIBRATED.get(quant, frozenset()))
+                exact_inputs=CALIBRATED.get(quant, frozenset()), lora=frozenset(lora))
     f32 = TensorProto.FLOAT
     inputs = []
     if start == 0:
@@ -242,6 +259,7 @@ def build_segment(src, start: int, end: int, quant: str, max_len: int,
     for i in range(start, end):
         pending, residual = decoder_layer(b, cfg, lambda n, i=i: src.tensor(f"blk.{i}.{n}.weight"), i,
                                           f"/model/layers.{i}", f"blk.{i}", residual, pending, inputs, outputs)
+    inputs += b.lora_inputs
     out = b.node("Add", [pending, residual], "/model/residual/Add")[0]
     b.node("Reshape", [out, b.const("shape.hidden_out", np.array([1, -1, cfg.hidden]))], "/model/hidden_out/Reshape")
     b.nodes[-1].output[0] = "hidden_out"

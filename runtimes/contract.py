@@ -50,6 +50,12 @@ class Runner(Protocol):
     def evicted(self) -> int:
         """Positions dropped by eviction so far (edgedec.kvcache; 0 for a cache that never evicts)."""
 
+    adapter: str | None         # the LoRA adapter the next call runs with (None: the base model)
+
+    def use_adapter(self, name: str | None) -> None:
+        """Run with the bundle's switchable adapter `name` from the next call on (the caller drops the
+        cache, which holds the previous adapter's keys and values)."""
+
     def truncate(self, n: int) -> None:
         """Forget every position from n on."""
 

@@ -33,7 +33,8 @@ class LlamaCppEngine:
     name = "llamacpp"
 
     def __init__(self, bundle, threads: int = 2, n_ctx: int = 2048, flash_attn: bool = True,
-                 logits_all: bool = False, kv: KVConfig = KVConfig()):
+                 logits_all: bool = False, kv: KVConfig = KVConfig(), adapter: str | None = None):
+        """adapter: the bundle's switchable LoRA to apply (its GGUF LoRA; merged adapters always apply)."""
         if bundle.gguf is None:
             raise BundleError(f"{bundle.path} has no GGUF (exported from a Hugging Face folder); "
                               "use the onnxruntime backend, or export from a .gguf file")
@@ -50,10 +51,16 @@ class LlamaCppEngine:
         c = self.config
         self.kv_bytes_per_token = 2 * c.n_layers * c.n_kv_heads * c.head_dim * GGML_BYTES[kv.type]
         self.logits_all = logits_all
+        self.adapter = adapter
+        loras = [a for a in bundle.manifest.adapters if a.merged or a.name == adapter]
+        if len(loras) > 1:
+            raise ModeError(f"the llamacpp backend applies one LoRA at a time, and this call needs "
+                            f"{', '.join(a.name for a in loras)}; use the onnxruntime backend")
         self.llm = llama_cpp.Llama(model_path=str(bundle.gguf), n_ctx=n_ctx, n_threads=threads,
                                    n_threads_batch=threads, n_batch=512, flash_attn=flash_attn,
                                    logits_all=logits_all, type_k=GGML_TYPES[kv.type],
-                                   type_v=GGML_TYPES[kv.type], verbose=False)
+                                   type_v=GGML_TYPES[kv.type], verbose=False,
+                                   lora_path=str(bundle.file(loras[0].gguf)) if loras else None)
         self.lock = threading.Lock()
         self.owner: LlamaCppRunner | None = None
 
@@ -75,6 +82,16 @@ class LlamaCppRunner:
         self.n_ctx = n_ctx
         self._length = 0
         self._state = None      # this runner's saved KV state while another runner owns the context
+
+    @property
+    def adapter(self) -> str | None:
+        return self.engine.adapter
+
+    def use_adapter(self, name: str | None) -> None:
+        if name != self.engine.adapter:
+            loaded = self.engine.adapter or "none"
+            raise ModeError(f"the llamacpp backend applies its LoRA when the model loads ({loaded} here); load "
+                            f"with $adapter {name or 'none'}, or use the onnxruntime backend")
 
     def _activate(self) -> None:
         """Make the shared context hold this runner's KV state (call with the engine's lock held)."""

@@ -105,6 +105,30 @@ class OrtEngine:
         self.draft = _session(bundle.file(drafts[0].file), threads, provider) if drafts else None
         self.draft_vocab = np.load(bundle.file(drafts[0].vocab_file)).astype(np.int64) if drafts else None
         self.lock = threading.Lock()
+        self.adapters = {a.name: bundle.file(a.file) for a in bundle.manifest.adapters if not a.merged}
+        self._adapter_values: dict[str | None, list] = {}
+        self._adapter_formats: dict[str, object] = {}
+
+    def adapter_values(self, name: str | None) -> list[list[tuple[str, ort.OrtValue]]]:
+        """Per segment, the low-rank inputs to bind for adapter `name` (None: the base model): the adapter
+        file's tensors (ort.AdapterFormat), and empty [K, 0] / [0, N] ones for the inputs it leaves alone."""
+        if name not in self._adapter_values:
+            given = {}
+            if name is not None:   # (the OrtValues borrow the AdapterFormat's memory: it is kept with them)
+                fmt = ort.AdapterFormat.read_adapter(str(self.adapters[name]))
+                given = {k: v for k, v in fmt.get_parameters().items()}
+                self._adapter_formats[name] = fmt
+            per_segment = []
+            for sess in self.sessions:
+                pairs = []
+                for i in sess.get_overridable_initializers():     # (inputs with a default)
+                    if i.name.endswith((".lora_a", ".lora_b")):
+                        empty = [0 if isinstance(d, str) else d for d in i.shape]
+                        pairs.append((i.name, given[i.name] if i.name in given else
+                                      ort.OrtValue.ortvalue_from_numpy(np.zeros(empty, np.float32))))
+                per_segment.append(pairs)
+            self._adapter_values[name] = per_segment
+        return self._adapter_values[name]
 
     def runner(self, n_ctx: int, min_rows: int = 1) -> "OrtRunner":
         return OrtRunner(self, n_ctx, min_rows)
@@ -120,13 +144,13 @@ class OrtEngine:
             self.head.run_with_iobinding(io)
             return io.get_outputs()[0].numpy()[0]
 
-    def batch_runner(self, slots: int, n_ctx: int) -> OrtBatchRunner:
+    def batch_runner(self, slots: int, n_ctx: int, adapter: str | None = None) -> OrtBatchRunner:
         """Rows for `slots` sequences decoded together (runtimes/ort_batch.py)."""
         if self.kv.evicts:
             raise ModeError("batched decoding does not evict; drop $kv_window (the cache types work)")
         if not 1 <= n_ctx <= self.config.context:
             raise ModeError(f"$n_ctx {n_ctx} is out of range; this model supports 1..{self.config.context}")
-        return OrtBatchRunner(self, slots, n_ctx)
+        return OrtBatchRunner(self, slots, n_ctx, adapter)
 
     def batch_sessions(self) -> list:
         """The segment graphs in their batched form (export/batching.py), loaded on first use."""
@@ -155,6 +179,20 @@ class OrtRunner:
         self.segments = engine.segments
         self.cache: KVCache | None = None
         self._drafter: OrtDrafter | None = None
+        self.adapter: str | None = None
+
+    def use_adapter(self, name: str | None) -> None:
+        """Run with switchable adapter `name` (None: the base model) from the next call on. ONNX Runtime's
+        run_with_iobinding ignores RunOptions' active adapters, so the adapter's tensors are bound as the
+        graphs' lora_a/lora_b inputs. The cache holds the old adapter's keys and values: the caller drops it."""
+        self.adapter = name
+        if self.cache is not None:
+            self._bind_adapter()
+
+    def _bind_adapter(self) -> None:
+        for io, pairs in zip(self._bindings, self.engine.adapter_values(self.adapter)):
+            for name, value in pairs:
+                io.bind_ortvalue_input(name, value)
 
     def _bind(self) -> None:
         """Allocate the cache and bind each layer's buffer as both past and present, once."""
@@ -179,6 +217,8 @@ class OrtRunner:
             self._bindings.append(io)
         self._head_io = self.engine.head.io_binding()
         self._head_io.bind_output("logits", "cpu")
+        if self.adapter is not None:
+            self._bind_adapter()
 
     def drafter(self) -> OrtDrafter | None:
         """The bundle's trained draft for this conversation (None without one, or with an evicting cache:

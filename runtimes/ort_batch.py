@@ -27,9 +27,11 @@ from edgedec.errors import ContextOverflowError
 class OrtBatchRunner:
     name = "onnxruntime"
 
-    def __init__(self, engine, slots: int, n_ctx: int):
+    def __init__(self, engine, slots: int, n_ctx: int, adapter: str | None = None):
+        """adapter: the bundle's switchable LoRA adapter every row runs with (None: the base model)."""
         cfg = engine.config
         self.engine, self.config, self.slots, self.n_ctx = engine, cfg, slots, n_ctx
+        self.adapter = adapter
         self.sessions = engine.batch_sessions()
         shape = (slots, cfg.n_kv_heads, n_ctx + 1, engine.cache_width)
         self.keys = [np.zeros(shape, engine.cache_dtype) for _ in range(cfg.n_layers)]
@@ -81,6 +83,9 @@ class OrtBatchRunner:
                         io.bind_ortvalue_input(f"past_{kind}_{i}", v)
                         io.bind_ortvalue_output(f"present_{kind}_{i}", v)
                 ios.append(io)
+            for io, pairs in zip(ios, self.engine.adapter_values(self.adapter)):
+                for name, value in pairs:
+                    io.bind_ortvalue_input(name, value)
             self._io[key] = ios
         return self._io[key]
 
