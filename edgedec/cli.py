@@ -27,7 +27,8 @@ FLAGS = {"n_ctx": "--ctx", "threads": "--threads", "max_tokens": "--max-tokens",
          "kv_sinks": "--kv-sinks", "entropy_window": "--entropy-window", "margin": "--rollback-margin",
          "max_run": "--small-run"}
 # speculation flags -> the config field they set, per mode
-SPEC_FLAGS = {"exit_layer": "exit_layer", "draft_len": {"self-spec": "k_max", "lookup": "max_draft"},
+SPEC_FLAGS = {"exit_layer": "exit_layer",
+              "draft_len": {"self-spec": "k_max", "lookup": "max_draft", "speculative": "k_max"},
               "threshold": "threshold", "lookup": "lookup", "draft": "draft", "adaptive": "adaptive",
               "entropy_window": "entropy_window", "rollback_margin": "margin", "small_run": "max_run"}
 
@@ -55,9 +56,11 @@ def cmd_export(a) -> None:
         out = default_bundle_path()
     else:
         out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
-    draft = None if a.no_draft else a.draft or "auto"
+    trained = a.draft and a.draft.endswith(".npz")
+    draft = None if a.no_draft else a.draft if trained else "auto"
     path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar, draft=draft,
-                                  kv_text=a.kv_text, lora=a.lora, merge=a.merge)
+                                  kv_text=a.kv_text, lora=a.lora, merge=a.merge,
+                                  draft_model=None if trained else a.draft)
     w = written.quant.worst
     if w.tensor:
         print(f"worst quantization error: {w.tensor}: max |dw| {w.max_abs:.3g}, "
@@ -279,6 +282,10 @@ def cmd_info(a) -> None:
         after = d.acceptance.get("after", {})
         print(f"draft      {d.design}, head {d.vocab_size} tokens, {d.steps} steps on {d.data_tokens} tokens; "
               f"validation top-1 code {after.get('code_top1', 0):.1%}, prose {after.get('prose_top1', 0):.1%}")
+    if m.draft_model:
+        d = m.draft_model
+        print(f"draft model {d.name}: {d.n_layers} layers in {d.folder}/ (from {d.source}; --mode speculative)"
+              f"{'' if d.gguf else ', no GGUF: onnxruntime only'}")
     for ad in m.adapters:
         how = "merged into the weights" if ad.merged else f"switchable (--adapter {ad.name})"
         print(f"adapter    {ad.name}: LoRA rank {ad.rank} on {', '.join(ad.modules)} in {ad.layers} layers, "
@@ -377,8 +384,8 @@ def _add_model_args(p, gen=True):
         p.add_argument("--min-p", type=float, default=0.0)
         p.add_argument("--repeat-penalty", type=float, default=1.0)
         p.add_argument("--seed", type=int)
-        p.add_argument("--mode", default="plain", help="plain (default), self-spec or lookup (lossless); "
-                       "early-exit or entropy (lossy)")
+        p.add_argument("--mode", default="plain", help="plain (default), self-spec, lookup or speculative (with "
+                       "the bundle's draft model; lossless); early-exit or entropy (lossy)")
         p.add_argument("--exit-layer", type=int, help="self-spec: draft with layers[0:E] (default: tuned, or "
                        "chosen per context among the bundle's cuts); early-exit: the one exit (default: every "
                        "cut from half the depth on); entropy: the small model is layers[0:E] + head")
@@ -418,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", default="int4", help="int4 (default; 4-bit GGUF blocks kept exactly), int4-calibrated "
                    "or int4-mixed (faster, fitted on the calibration text; 4-bit GGUF sources only), int8 or fp32")
     p.add_argument("--cuts", help="layer cut points, e.g. 6,12,18,24 (default: every 6 layers)")
-    p.add_argument("--draft", help="a trained draft file from edgedec-distill to include (default: the one "
-                   "shipped for the model, if any)")
+    p.add_argument("--draft", help="a trained draft file (.npz) from edgedec-distill to include (default: the "
+                   "one shipped for the model, if any); or a separate draft model for --mode speculative: a "
+                   ".gguf, a Hugging Face folder, or truncate:E (the model's first E layers, also as a GGUF)")
     p.add_argument("--no-draft", action="store_true", help="include no trained draft")
     p.add_argument("--kv-text", "--calibration-text", dest="kv_text",
                    help="text file to calibrate the int8/int4 KV caches and the int4-calibrated/-mixed weights on "

@@ -117,6 +117,15 @@ class Draft:
 
 
 @dataclass(frozen=True)
+class DraftModel:
+    folder: str = _doc("a bundle of its own inside this one")
+    name: str
+    source: str = _doc("what export --draft named: a GGUF, a Hugging Face folder, or truncate:E")
+    n_layers: int
+    gguf: bool = _doc("whether it has a GGUF (the llama.cpp backend's speculative decoding needs one)")
+
+
+@dataclass(frozen=True)
 class Adapter:
     name: str
     merged: bool = _doc("folded into the graphs' weights at export (--merge): always on, not switchable")
@@ -181,6 +190,7 @@ class Manifest:
     gguf: Gguf | None = _doc("null when the source was a Hugging Face folder")
     drafts: list[Draft] = _doc("trained drafts; self-spec uses the first", default_factory=list)
     kv: KVRanges | None = _doc("calibrated KV cache ranges for int8/int4 caches (export/kv.py)", default=None)
+    draft_model: DraftModel | None = _doc("a separate draft model for --mode speculative", default=None)
     adapters: list[Adapter] = _doc("LoRA adapters, merged or switchable (export/lora.py)", default_factory=list)
     defaults: Defaults = _doc("settings tuned on a device", default_factory=Defaults)
     files: dict[str, FileEntry] = _doc("every file of the bundle but this one, with size and sha256",

@@ -20,6 +20,8 @@ from edgedec.bundle import read_bundle, sha256
 from edgedec.errors import EdgedecError
 from edgedec.models.known import shipped_draft
 
+from .draft_model import FOLDER as DRAFT_FOLDER
+from .draft_model import draft_source
 from .drafts import check_model, load_draft, model_fingerprint, write_draft
 from .calibration import linear_input_means
 from .lora import graph_linears, merged, read_adapter, write_gguf, write_ort
@@ -52,14 +54,17 @@ FOUR_BIT = {"Q4_0", "Q4_1", "Q4_K"}
 def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None = None,
                   progress: Callable[[str, int, int], None] | None = None,
                   draft: str | Path | None = "auto", kv_text: str | Path | None = None,
-                  lora: list[str] = (), merge: bool = False) -> tuple[Path, mf.Manifest]:
+                  lora: list[str] = (), merge: bool = False,
+                  draft_model: str | None = None) -> tuple[Path, mf.Manifest]:
     """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest).
 
     draft: a trained draft file (export/drafts.py) to include; "auto" includes the one shipped for this
     model (models/drafts), if there is one; None includes none. kv_text: a text file to calibrate the
     int8/int4 KV caches on (default: text from Python's standard library, export/kv_calibration.py).
     lora: LoRA adapters, 'PATH[=NAME]' (PEFT folders or GGUF LoRA files, export/lora.py): switchable at run
-    time, or with `merge` folded into the weights."""
+    time, or with `merge` folded into the weights. draft_model: a separate draft model for `--mode
+    speculative` (a GGUF, a Hugging Face folder, or truncate:E; export/draft_model.py), exported into the
+    bundle's draft/ folder as a bundle of its own."""
     if quant not in QUANTS:
         raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
     src = load_source(source)
@@ -85,8 +90,14 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        manifest = _write(src, tmp, quant, cut_list, progress or (lambda *a: None), fingerprint, weights, kv,
-                          adapters, merge)
+        progress = progress or (lambda *a: None)
+        work = tmp / ".work"                # a truncated draft's GGUF, until draft/ holds its copy
+        work.mkdir()
+        second = draft_source(draft_model, src, work) if draft_model else None   # (before the long part)
+        manifest = _write(src, tmp, quant, cut_list, progress, fingerprint, weights, kv, adapters, merge)
+        if second is not None:
+            manifest = _add_draft_model(tmp, manifest, second, draft_model, quant, kv, progress)
+        shutil.rmtree(work)
         _ordinary_permissions(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
@@ -166,6 +177,19 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
     return manifest
 
 
+def _add_draft_model(tmp: Path, manifest: mf.Manifest, draft, spec: str, quant: str, kv, progress) -> mf.Manifest:
+    """Export `draft` into tmp/draft/ as a bundle of its own; the target's manifest points to it."""
+    folder = tmp / DRAFT_FOLDER
+    folder.mkdir()
+    label = lambda what, i, n: progress(f"draft: {what}", i, n)  # noqa: E731
+    inner = _write(draft, folder, base_quant(quant), default_cuts(draft.config.n_layers), label,
+                   model_fingerprint(draft), None, kv, [], False)
+    entry = mf.DraftModel(DRAFT_FOLDER, draft.name, spec, draft.config.n_layers, inner.gguf is not None)
+    manifest = dataclasses.replace(manifest, draft_model=entry)
+    mf.write(tmp, manifest)
+    return manifest
+
+
 def _write_adapter(a, cfg, tmp: Path, merged: bool, gguf: bool) -> mf.Adapter:
     """The adapter's files: an ONNX Runtime adapter (switchable only) and a GGUF LoRA (with a GGUF)."""
     ort_file = None if merged else f"adapter.{a.name}.onnx_adapter"
@@ -178,7 +202,9 @@ def _write_adapter(a, cfg, tmp: Path, merged: bool, gguf: bool) -> mf.Adapter:
 
 
 def _files(tmp: Path) -> dict[str, mf.FileEntry]:
-    return {f.name: mf.FileEntry(f.stat().st_size, sha256(f)) for f in sorted(tmp.iterdir()) if f.name != mf.FILENAME}
+    """The bundle's files and checksums (a draft model's folder is a bundle with its own)."""
+    return {f.name: mf.FileEntry(f.stat().st_size, sha256(f)) for f in sorted(tmp.iterdir())
+            if f.is_file() and f.name != mf.FILENAME}
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
@@ -199,8 +225,8 @@ def _ordinary_permissions(tmp: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)
-    for f in tmp.iterdir():
-        f.chmod(0o666 & ~umask)
+    for f in tmp.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

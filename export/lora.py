@@ -123,7 +123,7 @@ def _read_peft(path: Path, name: str, config) -> Adapter:
             raise AdapterError(f"{weights}: layer {layer} {module} has lora_{next(iter(ab))} without its pair; "
                                "save the adapter again")
         b = ab["B"]
-        if module in ("q_proj", "k_proj") and b.shape[0] % (2 * config.head_dim) == 0:
+        if module in ("q_proj", "k_proj") and b.shape[0] % config.head_dim == 0:
             b = arch.permute_qk(b, b.shape[0] // config.head_dim)
         pairs[f"blk.{layer}.{MODULES[module]}.weight"] = (ab["A"], b)
     if not pairs:

@@ -15,6 +15,8 @@ import numpy as np
 from edgedec.errors import BundleError, ContextOverflowError, ModeError
 from edgedec.kvcache import KVConfig
 
+from .draft_model import DraftModel, draft_bundle
+
 # our cache types -> llama.cpp's (ggml_type): its own default is f16; int8/int4 are its q8_0/q4_0 blocks
 # (32 values and one f16 scale: 8.5 and 4.5 bits a value), which need flash attention
 GGML_TYPES = {"fp32": 0, "fp16": 1, "int8": 8, "int4": 2}
@@ -63,6 +65,19 @@ class LlamaCppEngine:
                                    lora_path=str(bundle.file(loras[0].gguf)) if loras else None)
         self.lock = threading.Lock()
         self.owner: LlamaCppRunner | None = None
+        self._draft = (bundle, threads, n_ctx)
+        self._draft_engine: LlamaCppEngine | None = None
+
+    def draft_engine(self) -> "LlamaCppEngine | None":
+        """The bundle's separate draft model on llama.cpp (its own context), loaded on first use."""
+        bundle, threads, n_ctx = self._draft
+        if self._draft_engine is None and bundle.manifest.draft_model is not None:
+            draft = draft_bundle(bundle)
+            if draft.gguf is None:
+                raise ModeError(f"{draft.path}: the draft model has no GGUF (it came from a Hugging Face "
+                                "folder); use the onnxruntime backend for $mode speculative")
+            self._draft_engine = LlamaCppEngine(draft, threads, n_ctx)
+        return self._draft_engine
 
     def runner(self, n_ctx: int | None = None, min_rows: int = 1) -> "LlamaCppRunner":
         n_ctx = n_ctx or self.n_ctx
@@ -82,6 +97,29 @@ class LlamaCppRunner:
         self.n_ctx = n_ctx
         self._length = 0
         self._state = None      # this runner's saved KV state while another runner owns the context
+        self._draft_model: DraftModel | None = None
+
+    def draft_model(self) -> DraftModel | None:
+        """The bundle's separate draft model for this conversation (None without one)."""
+        if self._draft_model is None and self.engine.draft_engine() is not None:
+            self._draft_model = DraftModel(self.engine.draft_engine().runner(self.n_ctx))
+        return self._draft_model
+
+    def _all_logits(self, tokens: list[int]) -> np.ndarray:
+        """Logits for every new position without the context's logits_all buffer ([n_ctx, vocab] floats,
+        400 MB here): each batch asks llama.cpp for every row's logits, as Llama.eval does with logits_all
+        (llama-cpp-python 0.3.36's own batch and context objects; the version is pinned)."""
+        llm, rows = self.engine.llm, []
+        llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
+        for i in range(0, len(tokens), llm.n_batch):
+            batch = tokens[i:i + llm.n_batch]
+            llm._batch.set_batch(batch=batch, n_past=llm.n_tokens, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            rows.append(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), self.config.vocab)).copy())
+            llm.input_ids[llm.n_tokens:llm.n_tokens + len(batch)] = batch
+            llm.n_tokens += len(batch)
+        self._length = llm.n_tokens
+        return np.concatenate(rows).astype(np.float32)
 
     @property
     def adapter(self) -> str | None:
@@ -126,18 +164,20 @@ class LlamaCppRunner:
 
     def release(self) -> None:
         self._length, self._state = 0, None
+        if self._draft_model is not None:
+            self._draft_model.release()
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
         tokens = [int(t) for t in tokens]
         if self._length + len(tokens) > self.n_ctx:
             raise ContextOverflowError(f"{self._length + len(tokens)} positions do not fit the {self.n_ctx}-token "
                                        "context; reset the conversation, shorten the prompt, or raise $n_ctx")
-        if all_logits and not self.engine.logits_all:
-            raise ModeError("logits for every position need LlamaCppEngine(..., logits_all=True)")
         llm = self.engine.llm
         with self.engine.lock:
             self._activate()
             start = self._length
+            if all_logits and not self.engine.logits_all:
+                return self._all_logits(tokens)
             llm.eval(tokens)
             self._length = llm.n_tokens
             if self.engine.logits_all:

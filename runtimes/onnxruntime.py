@@ -31,6 +31,7 @@ from edgedec.export.batching import batch_variant
 from edgedec.export.kv import QMAX, bytes_per_token, cache_dtype, cache_variant, cache_width, load_ranges, scales
 from edgedec.kvcache import KVCache, KVConfig
 
+from .draft_model import DraftModel, draft_bundle
 from .ort_batch import OrtBatchRunner
 from .ort_draft import OrtDrafter
 
@@ -106,6 +107,14 @@ class OrtEngine:
         self.draft_vocab = np.load(bundle.file(drafts[0].vocab_file)).astype(np.int64) if drafts else None
         self.lock = threading.Lock()
         self.adapters = {a.name: bundle.file(a.file) for a in bundle.manifest.adapters if not a.merged}
+        self._draft_engine: OrtEngine | None = None
+
+    def draft_engine(self) -> "OrtEngine | None":
+        """The bundle's separate draft model (runtimes/draft_model.py), loaded on first use; None without one."""
+        bundle, threads, provider, _ = self._load
+        if self._draft_engine is None and bundle.manifest.draft_model is not None:
+            self._draft_engine = OrtEngine(draft_bundle(bundle), threads, provider)
+        return self._draft_engine
         self._adapter_values: dict[str | None, list] = {}
         self._adapter_formats: dict[str, object] = {}
 
@@ -180,6 +189,13 @@ class OrtRunner:
         self.cache: KVCache | None = None
         self._drafter: OrtDrafter | None = None
         self.adapter: str | None = None
+        self._draft_model: DraftModel | None = None
+
+    def draft_model(self) -> DraftModel | None:
+        """The bundle's separate draft model for this conversation (None without one)."""
+        if self._draft_model is None and self.engine.draft_engine() is not None:
+            self._draft_model = DraftModel(self.engine.draft_engine().runner(self.n_ctx))
+        return self._draft_model
 
     def use_adapter(self, name: str | None) -> None:
         """Run with switchable adapter `name` (None: the base model) from the next call on. ONNX Runtime's
@@ -324,6 +340,8 @@ class OrtRunner:
         self.cache = None
         if self._drafter is not None:
             self._drafter.release()
+        if self._draft_model is not None:
+            self._draft_model.release()
         self._bindings = self._positions = self._head_io = None
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:

@@ -4,6 +4,7 @@ history, config, stats) that yields `Step`s, with its own config dataclass.
     plain       plain.py       PlainConfig
     self-spec   self_spec.py   SelfSpecConfig
     lookup      lookup.py      LookupConfig
+    speculative speculative.py SpeculativeConfig (a separate draft model)
     early-exit  early_exit.py  EarlyExitConfig   (lossy)
     entropy     entropy.py     EntropyConfig     (lossy)
 
@@ -26,6 +27,7 @@ from .lookup import LookupConfig, lookup
 from .plain import PlainConfig, plain
 from .rounds import SpecStats, Step
 from .self_spec import SelfSpecConfig, self_spec
+from .speculative import SpeculativeConfig, speculative
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,11 @@ MODES = {
     "plain": Mode(plain, PlainConfig, Runner),
     "self-spec": Mode(self_spec, SelfSpecConfig, LayeredRunner),
     "lookup": Mode(lookup, LookupConfig, LayeredRunner),
+    "speculative": Mode(speculative, SpeculativeConfig, Runner),
     "early-exit": Mode(early_exit, EarlyExitConfig, LayeredRunner),
     "entropy": Mode(entropy_switch, EntropyConfig, LayeredRunner),
 }
 
 __all__ = ["MODES", "Mode", "EarlyExitConfig", "EntropyConfig", "Step", "SpecStats", "PlainConfig", "SelfSpecConfig", "LookupConfig",
+           "SpeculativeConfig", "speculative",
            "plain", "self_spec", "lookup", "early_exit", "entropy_switch"]

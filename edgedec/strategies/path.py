@@ -20,7 +20,7 @@ from edgedec.runtimes.contract import LayeredRunner
 from .cost import ema
 from .lookup import replay_lookup
 
-SPECULATIVE = ("self-spec", "lookup")
+SPECULATIVE = ("self-spec", "lookup", "speculative")
 LOSSY = ("early-exit", "entropy")
 MARGIN = 0.1   # how much a call's gain must beat the exact path's tax by (PathLedger)
 
