@@ -29,8 +29,6 @@ class DraftModel:
         while n < limit and self.tokens[n] == history[n]:
             n += 1
         self.runner.truncate(n)
-        if self.runner.length + len(history) - n > self.runner.n_ctx:
-            raise ValueError("the draft's context is full")
         logits = self.runner.forward(history[n:])[-1]
         self.tokens = list(history)
         return logits

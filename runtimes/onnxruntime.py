@@ -108,6 +108,8 @@ class OrtEngine:
         self.lock = threading.Lock()
         self.adapters = {a.name: bundle.file(a.file) for a in bundle.manifest.adapters if not a.merged}
         self._draft_engine: OrtEngine | None = None
+        self._adapter_values: dict[str | None, list] = {}
+        self._adapter_formats: dict[str, object] = {}
 
     def draft_engine(self) -> "OrtEngine | None":
         """The bundle's separate draft model (runtimes/draft_model.py), loaded on first use; None without one."""
@@ -115,8 +117,6 @@ class OrtEngine:
         if self._draft_engine is None and bundle.manifest.draft_model is not None:
             self._draft_engine = OrtEngine(draft_bundle(bundle), threads, provider)
         return self._draft_engine
-        self._adapter_values: dict[str | None, list] = {}
-        self._adapter_formats: dict[str, object] = {}
 
     def adapter_values(self, name: str | None) -> list[list[tuple[str, ort.OrtValue]]]:
         """Per segment, the low-rank inputs to bind for adapter `name` (None: the base model): the adapter
@@ -194,7 +194,8 @@ class OrtRunner:
     def draft_model(self) -> DraftModel | None:
         """The bundle's separate draft model for this conversation (None without one)."""
         if self._draft_model is None and self.engine.draft_engine() is not None:
-            self._draft_model = DraftModel(self.engine.draft_engine().runner(self.n_ctx))
+            engine = self.engine.draft_engine()
+            self._draft_model = DraftModel(engine.runner(min(self.n_ctx, engine.config.context)))
         return self._draft_model
 
     def use_adapter(self, name: str | None) -> None:

@@ -65,7 +65,8 @@ def speculative(runner, new_tokens: list[int], sample, history: list[int], cfg: 
         proposal, match_len = (propose(history, LookupConfig.max_draft, cfg.ngram_max) if cfg.lookup
                                else ([], 0))
         plan = costs.choose(len(proposal), match_len)
-        if plan[0] == "plain" or runner.length + 2 >= runner.n_ctx:
+        full = runner.length + 2 >= runner.n_ctx or len(history) + cfg.k_max >= draft.runner.n_ctx
+        if plan[0] == "plain" or full:
             steps = [plain_step(runner, x, sample, history, costs, stats)]
         elif plan[0] == "lookup":
             steps = lookup_round(runner, x, proposal[:plan[1]], match_len, sample, history, costs, stats)
