@@ -22,6 +22,12 @@ class DraftModel:
         self.runner = runner
         self.tokens: list[int] = []
 
+    @classmethod
+    def of(cls, engine, n_ctx: int) -> "DraftModel | None":
+        """A draft model for one conversation on `engine` (the target's), or None without one."""
+        draft = engine.draft_engine()
+        return cls(draft.runner(min(n_ctx, draft.config.context))) if draft is not None else None
+
     def catch_up(self, history: list[int]) -> np.ndarray:
         """Feed the draft what it has not seen of `history` (keeping the prefix it shares); the logits for
         the token after history[-1]."""

@@ -101,9 +101,8 @@ class LlamaCppRunner:
 
     def draft_model(self) -> DraftModel | None:
         """The bundle's separate draft model for this conversation (None without one)."""
-        if self._draft_model is None and self.engine.draft_engine() is not None:
-            engine = self.engine.draft_engine()
-            self._draft_model = DraftModel(engine.runner(min(self.n_ctx, engine.config.context)))
+        if self._draft_model is None:
+            self._draft_model = DraftModel.of(self.engine, self.n_ctx)
         return self._draft_model
 
     def _all_logits(self, tokens: list[int]) -> np.ndarray:

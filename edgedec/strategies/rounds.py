@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgedec.errors import ModeError
+from edgedec.sampling import probabilities
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ def entropy(logits: np.ndarray) -> float:
     return float(np.log(total) - (p * z).sum() / total)
 
 
+def check_drafting(k_max: int, threshold: float) -> None:
+    """A drafter's round length and confidence threshold (self-spec, speculative)."""
+    if k_max < 1:
+        raise ModeError(f"$k_max {k_max} is invalid: it must be at least 1 (1..16 make sense)")
+    if not 0.0 <= threshold < 1.0:
+        raise ModeError(f"$threshold {threshold} is invalid: use a probability in [0, 1)")
+
+
 def check_threshold(t: float) -> None:
     """An entropy threshold (early-exit, entropy) must be a possible entropy."""
     if not 0.0 <= t <= 20.0:
@@ -82,6 +91,16 @@ def check_threshold(t: float) -> None:
 def as_numpy(h) -> np.ndarray:
     """A backend's hidden state (numpy, or ONNX Runtime's OrtValue) as a numpy array."""
     return h if isinstance(h, np.ndarray) else h.numpy()
+
+
+def draft_token(logits: np.ndarray, sample, history: list[int]) -> tuple[int, float, np.ndarray | None]:
+    """A drafter's next token from its logits: (token, its top probability, q). Greedy takes the argmax
+    (q None); sampling draws from q, the drafter's distribution under the sampler's settings, which
+    rejection sampling needs (Sampler.verify)."""
+    if sample.cfg.greedy:
+        return int(np.argmax(logits)), top_probability(logits), None
+    q = probabilities(logits, sample.cfg, history)
+    return sample.draw(q), float(q.max()), q
 
 
 def plain_step(runner, x: int, sample, history: list[int], costs, stats: SpecStats) -> Step:

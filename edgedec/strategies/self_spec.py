@@ -28,14 +28,12 @@ from typing import Iterator
 import numpy as np
 
 from edgedec.bundle import require_cut
-from edgedec.errors import ModeError
 from edgedec.runtimes.contract import LayeredRunner
-from edgedec.sampling import probabilities
 
 from .cost import CostModel
 from .draft import draft_round
 from .lookup import LookupConfig, lookup_round, propose
-from .rounds import SpecStats, Step, accept, as_numpy, plain_step, top_probability
+from .rounds import SpecStats, Step, accept, as_numpy, check_drafting, draft_token, plain_step
 
 PROBE_EVERY = 8     # every 8th self-draft round also measures the other exit layers' agreement
 
@@ -52,10 +50,7 @@ class SelfSpecConfig:
 
     def check(self, n_layers: int, cuts: list[int]) -> None:
         """Bad settings get an error naming the valid range."""
-        if self.k_max < 1:
-            raise ModeError(f"$k_max {self.k_max} is invalid: it must be at least 1 (1..16 make sense)")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ModeError(f"$threshold {self.threshold} is invalid: use a probability in [0, 1)")
+        check_drafting(self.k_max, self.threshold)
         if self.exit_layer is not None:
             require_cut(self.exit_layer, cuts)
 
@@ -105,12 +100,7 @@ def self_round(runner, x, exit_layer, k, cfg, sample, history, costs, stats, pro
         h, tapped = runner.layers([token], end=exit_layer, taps=[c for c in others if c < exit_layer])
         _file(taps, tapped)
         hidden.append(as_numpy(h))
-        logits = runner.head(hidden[-1])[0]
-        if sample.cfg.greedy:
-            token, top, q = int(np.argmax(logits)), top_probability(logits), None
-        else:
-            q = probabilities(logits, sample.cfg, hist)
-            token, top = sample.draw(q), float(q.max())
+        token, top, q = draft_token(runner.head(hidden[-1])[0], sample, hist)
         qs.append(q)
         drafts.append(token)
         hist.append(token)

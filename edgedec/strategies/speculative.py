@@ -22,14 +22,11 @@ import time
 from dataclasses import dataclass
 from typing import Iterator
 
-import numpy as np
-
 from edgedec.errors import ModeError
-from edgedec.sampling import probabilities
 
 from .cost import CostModel
 from .lookup import LookupConfig, lookup_round, propose
-from .rounds import SpecStats, Step, accept, plain_step, top_probability
+from .rounds import SpecStats, Step, accept, check_drafting, draft_token, plain_step
 
 
 @dataclass(frozen=True)
@@ -41,10 +38,7 @@ class SpeculativeConfig:
     ngram_max: int = 8          # lookup: longest suffix n-gram to match
 
     def check(self, n_layers: int, cuts: list[int]) -> None:
-        if self.k_max < 1:
-            raise ModeError(f"$k_max {self.k_max} is invalid: it must be at least 1 (1..16 make sense)")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ModeError(f"$threshold {self.threshold} is invalid: use a probability in [0, 1)")
+        check_drafting(self.k_max, self.threshold)
 
 
 def speculative(runner, new_tokens: list[int], sample, history: list[int], cfg: SpeculativeConfig | None = None,
@@ -86,11 +80,7 @@ def model_round(runner, draft, k: int, threshold: float, sample, history: list[i
     logits = draft.catch_up(history)
     drafts, qs, hist = [], [], list(history)
     for i in range(k):
-        if sample.cfg.greedy:
-            token, top, q = int(np.argmax(logits)), top_probability(logits), None
-        else:
-            q = probabilities(logits, sample.cfg, hist)
-            token, top = sample.draw(q), float(q.max())
+        token, top, q = draft_token(logits, sample, hist)
         drafts.append(token)
         qs.append(q)
         hist.append(token)
