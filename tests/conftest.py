@@ -49,6 +49,17 @@ def run_cli(*args, env=None, input=None):
                           text=True, env=env, input=input, timeout=600)
 
 
+def sample_second_tokens(model, ids, mode, runs, spec=None):
+    """The second generated token of `runs` sampled calls (temperature 1, seeds 0..runs-1): the first one a
+    speculative round produces."""
+    from edgedec.sampling import SamplerConfig
+    out = []
+    for seed in range(runs):
+        r = model.generate(ids, max_tokens=2, mode=mode, spec=spec, sampler=SamplerConfig(temperature=1.0, seed=seed))
+        out.append(r.tokens[1])
+    return out
+
+
 def random_llama(**config):
     """A randomly initialised transformers llama (seed 0, rms_norm_eps 1e-5); skips without torch."""
     torch = pytest.importorskip("torch", reason="oracle extra: pip install 'edgedec[oracle]'")

@@ -5,13 +5,14 @@ import shutil
 
 import numpy as np
 import pytest
+from scipy.stats import chi2_contingency
 
 import edgedec
 from edgedec.errors import ModeError
 from edgedec.export.bundle_writer import export_bundle
-from edgedec.sampling import SamplerConfig
+from edgedec.strategies import SpeculativeConfig
 
-from conftest import random_llama, run_cli, save_hf
+from conftest import random_llama, run_cli, sample_second_tokens, save_hf
 
 PROMPTS = ["Write a short story about a lighthouse keeper who finds a message in a bottle.",
            "def quicksort(arr):\n    ",
@@ -66,12 +67,20 @@ def test_speculation_on_llamacpp_with_the_draft_gguf(spec_bundle):
     assert same >= 2          # llama.cpp's batched rows may round apart from its one-token steps
 
 
-def test_speculative_sampling_runs_with_a_seed(spec_bundle):
-    m = edgedec.load(spec_bundle)
-    cfg = SamplerConfig(temperature=0.8, top_p=0.95, seed=3)
-    a = m.session().generate(PROMPTS[0], max_tokens=32, mode="speculative", sampler=cfg)
-    b = m.session().generate(PROMPTS[0], max_tokens=32, mode="speculative", sampler=cfg)
-    assert a.n_new_tokens == 32 and a.tokens == b.tokens
+def test_speculative_sampling_distribution_matches_plain(spec_bundle):
+    """Chi-square homogeneity test (alpha = 0.001) of the second generated token (the first one a draft-model
+    round produces: accepted draft or resampled residual) against plain sampling, 600 runs each."""
+    m = edgedec.load(spec_bundle, exact=True)
+    ids = m.encode_prompt("Write one word that describes the sea.")
+    spec = SpeculativeConfig(k_max=2, lookup=False, adaptive=False, threshold=0.0)
+    plain = sample_second_tokens(m, ids, "plain", 600)
+    drafted = sample_second_tokens(m, ids, "speculative", 600, spec)
+    vocab = sorted(set(plain) | set(drafted))
+    counts = np.array([[plain.count(t) for t in vocab], [drafted.count(t) for t in vocab]])
+    big = counts.sum(0) >= 10                                   # pool rare tokens into one bin
+    table = np.column_stack([counts[:, big], counts[:, ~big].sum(1)]) if (~big).any() else counts[:, big]
+    stat, p, dof, _ = chi2_contingency(table)
+    assert dof >= 3 and p > 0.001, (stat, p)
 
 
 def test_a_bundle_without_a_draft_model_names_the_fix(int4_bundle):

@@ -14,7 +14,7 @@ from edgedec.strategies.lookup import propose, replay_lookup
 from edgedec.strategies.path import MARGIN, PathLedger
 from edgedec_tools.prompts import code_prompts, writing_prompts
 
-from conftest import run_cli
+from conftest import run_cli, sample_second_tokens
 
 N_NEW = 32
 SETTINGS = [  # (mode, config): three fixed (E, k), the trained draft, lookup on and off, the adaptive defaults
@@ -102,14 +102,6 @@ def test_cache_after_rejection_equals_plain_cache(exact_model, int4_bundle):
         for a, b in ((m.backend.cache.keys[layer], fresh.backend.cache.keys[layer]),
                      (m.backend.cache.values[layer], fresh.backend.cache.values[layer])):
             assert np.array_equal(a[:, :, :n], b[:, :, :n]), f"layer {layer} differs"
-
-
-def sample_second_tokens(model, ids, mode, runs, spec=None):
-    out = []
-    for seed in range(runs):
-        r = model.generate(ids, max_tokens=2, mode=mode, spec=spec, sampler=SamplerConfig(temperature=1.0, seed=seed))
-        out.append(r.tokens[1])
-    return out
 
 
 def test_default_bundle_ships_the_trained_draft(exact_model):
