@@ -125,7 +125,7 @@ def test_gguf_lora_moves_llamacpp_as_ours(lora_bundles):
     pytest.importorskip("llama_cpp", reason="llamacpp extra")
     from edgedec.runtimes.llamacpp import LlamaCppEngine
     bundle = edgedec.load(lora_bundles["int4"]).bundle
-    ids = edgedec.load(lora_bundles["int4"]).tokenizer.encode(held_out_text())[:1200]
+    ids = edgedec.load(lora_bundles["int4"]).tokenizer.encode(held_out_text())[:800]
     logits = {}
     for adapter in (None, "pydoc"):
         logits["ours", adapter] = edgedec.load(bundle.path, adapter=adapter).backend.forward(ids, all_logits=True)
@@ -144,7 +144,7 @@ def test_adapter_lowers_perplexity_on_its_held_out_text(lora_bundles):
     nll = {}
     for adapter in (None, "pydoc"):
         model = edgedec.load(lora_bundles["int4"], adapter=adapter)
-        ids = model.tokenizer.encode(text)[:2048]
+        ids = model.tokenizer.encode(text)[:1024]
         nll[adapter] = float(np.mean(token_nll(model.backend, ids, window=512)[0]))
     assert np.exp(nll["pydoc"]) < 0.95 * np.exp(nll[None]), nll
 
