@@ -71,11 +71,15 @@ def main():
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--prompts", type=int, default=6, help="prompts per set")
+    ap.add_argument("--sets", default="code,prose", help="prompt sets to run (a later run adds to the results)")
     a = ap.parse_args()
     engines = table(bundles())
     tok = next(iter(engines.values()))[0]
-    result = {"threads": 2, "runs": a.runs, "new_tokens": 96, "sets": {}}
-    for name, prompts_of in PROMPT_SETS.items():
+    out = Path(a.out)
+    old = out / "draft_models.json"
+    result = json.loads(old.read_text()) if old.exists() else {"threads": 2, "runs": a.runs, "new_tokens": 96, "sets": {}}
+    for name in a.sets.split(","):
+        prompts_of = PROMPT_SETS[name]
         prompts = [tok.encode_prompt(p) for p in prompts_of(None)[:a.prompts]]
         runs = [measure_turns(engines, prompts) for _ in range(a.runs)]
         med = {n: float(np.median([r[n]["tok_s"] for r in runs])) for n in engines}
@@ -85,7 +89,6 @@ def main():
             "acceptance_rate": {n: runs[-1][n]["accepted"] / runs[-1][n]["drafted"] for n in engines
                                 if runs[-1][n]["drafted"]}}
         print(name, json.dumps(result["sets"][name], indent=1), file=sys.stderr)
-    out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "draft_models.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, out / "draft_models.png")
