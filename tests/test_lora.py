@@ -149,6 +149,19 @@ def test_adapter_lowers_perplexity_on_its_held_out_text(lora_bundles):
     assert np.exp(nll["pydoc"]) < 0.95 * np.exp(nll[None]), nll
 
 
+def test_a_gguf_lora_reads_back_as_the_peft_adapter(tmp_path, gguf_path):
+    """LoRA in from GGUF: our GGUF LoRA (q/k rows in GGUF order, alpha) reads back as the same adapter."""
+    from edgedec.export.lora import read_adapter, write_gguf
+    from edgedec.export.sources import load_source
+    config = load_source(gguf_path).config
+    peft = read_adapter(f"{ADAPTER}=pydoc", config)
+    write_gguf(peft, config, tmp_path / "pydoc.gguf")
+    back = read_adapter(str(tmp_path / "pydoc.gguf"), config)
+    assert back.name == "pydoc" and back.scale == peft.scale and back.pairs.keys() == peft.pairs.keys()
+    for w, (a, b) in peft.pairs.items():
+        assert np.array_equal(back.pairs[w][0], a) and np.array_equal(back.pairs[w][1], b), w
+
+
 def test_info_lists_adapters(lora_bundles):
     out = run_cli("info", lora_bundles["int4"])
     assert out.returncode == 0, out.stderr
