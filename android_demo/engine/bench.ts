@@ -1,0 +1,41 @@
+/**
+ * Decode speed of the engine under Node: a short prompt, 64 new tokens (past the end of turn), median of
+ * 3 runs, each on a fresh conversation.
+ *
+ *     npm run bench -- [BUNDLE] [--threads N] [--chunk N] [--spinning] [--tokens N] [--runs N] [--context N]
+ *
+ * bench_python.py measures the Python runtime the same way.
+ */
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+import { Engine } from "./src/engine.js";
+
+const args = process.argv.slice(2);
+const VALUED = ["--threads", "--chunk", "--tokens", "--runs", "--context"];
+const flag = (name: string, fallback: number) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+};
+const bundle = args.find((a, i) => !a.startsWith("--") && !VALUED.includes(args[i - 1])) ??
+  join(homedir(), ".cache", "edgedec", "SmolLM2-135M-Instruct-int4");
+const threads = flag("--threads", 2), tokens = flag("--tokens", 64), runs = flag("--runs", 3);
+const chunk = flag("--chunk", 64), context = flag("--context", 0), spinning = args.includes("--spinning");
+const PROMPT = "Write a short story about a lighthouse keeper.";
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+const engine = await Engine.load(bundle, { threads, cacheChunk: chunk, spinning });
+const decode: number[] = [], prefill: number[] = [];
+// --context N: instead, N tokens of the prompt's text repeated (no chat template), to decode after a long context
+const prompt = context ? engine.tokenizer.encode(PROMPT.repeat(Math.ceil(context / 5))).slice(0, context) : PROMPT;
+for (let i = 0; i < runs; i++) {
+  const r = await engine.session().generate(prompt, { maxTokens: tokens, ignoreEos: true });
+  decode.push(r.decodeTokS);
+  prefill.push(r.prefillTokS);
+}
+await engine.release();
+console.log(JSON.stringify({
+  runtime: "node", threads, chunk, spinning, context, tokens, runs,
+  decode_tok_s: median(decode), prefill_tok_s: median(prefill), decode_runs: decode.map((x) => +x.toFixed(1)),
+}));
