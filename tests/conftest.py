@@ -60,6 +60,19 @@ def sample_second_tokens(model, ids, mode, runs, spec=None):
     return out
 
 
+def assert_same_distribution(a: list[int], b: list[int]) -> None:
+    """Chi-square homogeneity test (alpha = 0.001) of two samples of tokens, rare tokens pooled in one bin."""
+    import numpy as np
+    from scipy.stats import chi2_contingency
+    vocab = sorted(set(a) | set(b))
+    counts = np.array([[a.count(t) for t in vocab], [b.count(t) for t in vocab]])
+    big = counts.sum(0) >= 10
+    table = np.column_stack([counts[:, big], counts[:, ~big].sum(1)]) if (~big).any() else counts[:, big]
+    stat, p, dof, _ = chi2_contingency(table)
+    print(f"\nchi-square {stat:.1f}, dof {dof}, p = {p:.3f} ({table.shape[1]} bins)")
+    assert dof >= 3 and p > 0.001, (stat, p, dof)
+
+
 def random_llama(**config):
     """A randomly initialised transformers llama (seed 0, rms_norm_eps 1e-5); skips without torch."""
     torch = pytest.importorskip("torch", reason="oracle extra: pip install 'edgedec[oracle]'")

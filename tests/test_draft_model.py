@@ -5,14 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
-from scipy.stats import chi2_contingency
 
 import edgedec
 from edgedec.errors import ModeError
 from edgedec.export.bundle_writer import export_bundle
 from edgedec.strategies import SpeculativeConfig
 
-from conftest import random_llama, run_cli, sample_second_tokens, save_hf
+from conftest import assert_same_distribution, random_llama, run_cli, sample_second_tokens, save_hf
 
 PROMPTS = ["Write a short story about a lighthouse keeper who finds a message in a bottle.",
            "def quicksort(arr):\n    ",
@@ -74,13 +73,7 @@ def test_speculative_sampling_distribution_matches_plain(spec_bundle):
     ids = m.encode_prompt("Write one word that describes the sea.")
     spec = SpeculativeConfig(k_max=2, lookup=False, adaptive=False, threshold=0.0)
     plain = sample_second_tokens(m, ids, "plain", 400)
-    drafted = sample_second_tokens(m, ids, "speculative", 400, spec)
-    vocab = sorted(set(plain) | set(drafted))
-    counts = np.array([[plain.count(t) for t in vocab], [drafted.count(t) for t in vocab]])
-    big = counts.sum(0) >= 10                                   # pool rare tokens into one bin
-    table = np.column_stack([counts[:, big], counts[:, ~big].sum(1)]) if (~big).any() else counts[:, big]
-    stat, p, dof, _ = chi2_contingency(table)
-    assert dof >= 3 and p > 0.001, (stat, p)
+    assert_same_distribution(plain, sample_second_tokens(m, ids, "speculative", 400, spec))
 
 
 def test_a_bundle_without_a_draft_model_names_the_fix(int4_bundle):
