@@ -1,7 +1,7 @@
 """LoRA adapters: what switching costs, what the low-rank path costs in decoding, and how merged, switched
 and llama.cpp's own LoRA agree.
 
-    python bench/lora.py -o bench/results/lora-YYYYMMDD [--rounds 5]
+    python bench/lora.py -o bench/results/lora-YYYYMMDD [--rounds 5] [--parts switch,fidelity,decode]
 
 Adapters: the trained one (models/adapters/pydoc: rank 8 on every attention and MLP linear, tools/train_lora.py)
 and a random rank-16 one on the same linears (the speed goal's case). Bundles, exported into the output
@@ -158,12 +158,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--parts", default="switch,fidelity,decode", help="what to measure (a later run replaces "
+                    "those parts of the results)")
     a = ap.parse_args()
     out = Path(a.out)
     paths = export_all(home() / "bench-lora")
     out.mkdir(parents=True, exist_ok=True)
-    result = {"switch": switch_cost(paths["int4-switch"]), "fidelity": fidelity(paths),
-              "decode": decode_speed(paths, a.rounds), "threads": 2, "rounds": a.rounds}
+    old = out / "lora.json"
+    result = json.loads(old.read_text()) if old.exists() else {}
+    parts = {"switch": lambda: switch_cost(paths["int4-switch"]), "fidelity": lambda: fidelity(paths),
+             "decode": lambda: decode_speed(paths, a.rounds)}
+    for name in a.parts.split(","):
+        result[name] = parts[name]()
+    result.update(threads=2, rounds=a.rounds)
     print(json.dumps(result, indent=1))
     (out / "lora.json").write_text(json.dumps(result, indent=1) + "\n")
     plot(result, out / "lora.png")
