@@ -141,6 +141,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    if not {"decode", "fidelity"} <= set(result):
+        return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     names = list(result["decode"])
     ax1.barh(names, [result["decode"][n]["decode_vs_default_bundle"] for n in names])
