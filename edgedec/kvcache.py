@@ -30,6 +30,15 @@ from .errors import ContextOverflowError, EdgedecError
 ROOM = 32     # slots an evicting cache must keep free beyond sinks + window: a draft round, a prefill chunk
 
 
+def shared_prefix(cached: list[int], ids: list[int]) -> int:
+    """How many leading positions a cache holding `cached` can keep for the context `ids`: their common
+    prefix, leaving at least one token of `ids` to feed (its logits come from that call)."""
+    n = min(len(cached), len(ids) - 1)
+    if cached[:n] == ids[:n]:                 # the usual case (one more turn), compared in one C loop
+        return n
+    return next(i for i, (a, b) in enumerate(zip(cached, ids)) if a != b)
+
+
 @dataclass(frozen=True)
 class KVConfig:
     """type: fp32, fp16, int8 or int4. window: evict down to the first `sinks` and the last `window`

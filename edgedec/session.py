@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from .errors import EdgedecError, ModeError, Notice, SessionBusyError
+from .kvcache import shared_prefix
 from .sampling import Sampler, SamplerConfig
 from .strategies import MODES, SpecStats
 from .strategies.path import PathLedger, learn, plan_call
@@ -121,13 +122,8 @@ class Session:
 
     def _reuse_prefix(self, ids: list[int]) -> list[int]:
         """Keep the cached prefix that `ids` shares; return the tokens still to feed (at least one)."""
-        cached = self.context[: self.backend.length]
-        n = 0
-        limit = min(len(cached), len(ids) - 1)          # always feed >= 1 token to get fresh logits
-        while n < limit and cached[n] == ids[n]:
-            n += 1
-        self.backend.truncate(n)
-        n = self.backend.length          # less than asked when n fell among evicted positions
+        self.backend.truncate(shared_prefix(self.context[: self.backend.length], ids))
+        n = self.backend.length          # less than the shared prefix when it ends among evicted positions
         self.context = list(ids)
         return ids[n:]
 

@@ -13,6 +13,7 @@ the B matrices on a block diagonal, so one adapter file feeds one MatMul pair pe
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -196,7 +197,6 @@ def _weight_shapes(config) -> dict[str, tuple[int, int]]:
 
 def merged(src, adapters: list[Adapter]):
     """A copy of Source `src` whose weights have the adapters added (W + scale * B @ A)."""
-    import dataclasses
     loaders = dict(src._loaders)
     for weight in {w for a in adapters for w in a.pairs}:
         base = loaders[weight]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgedec.bundle import read_bundle
+from edgedec.kvcache import shared_prefix
 
 
 def draft_bundle(bundle):
@@ -31,11 +32,8 @@ class DraftModel:
     def catch_up(self, history: list[int]) -> np.ndarray:
         """Feed the draft what it has not seen of `history` (keeping the prefix it shares); the logits for
         the token after history[-1]."""
-        n, limit = 0, min(self.runner.length, len(self.tokens), len(history) - 1)
-        while n < limit and self.tokens[n] == history[n]:
-            n += 1
-        self.runner.truncate(n)
-        logits = self.runner.forward(history[n:])[-1]
+        self.runner.truncate(shared_prefix(self.tokens[: self.runner.length], history))
+        logits = self.runner.forward(history[self.runner.length:])[-1]
         self.tokens = list(history)
         return logits
 

@@ -106,9 +106,9 @@ class LlamaCppRunner:
         return self._draft_model
 
     def _all_logits(self, tokens: list[int]) -> np.ndarray:
-        """Logits for every new position without the context's logits_all buffer ([n_ctx, vocab] floats,
-        400 MB here): each batch asks llama.cpp for every row's logits, as Llama.eval does with logits_all
-        (llama-cpp-python 0.3.36's own batch and context objects; the version is pinned)."""
+        """Logits for every new position without the context's logits_all buffer ([n_ctx, vocab] floats
+        for the whole context): each batch asks llama.cpp for every row's logits, as Llama.eval does with
+        logits_all (llama-cpp-python's own batch and context objects; the version is pinned)."""
         llm, rows = self.engine.llm, []
         llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
         for i in range(0, len(tokens), llm.n_batch):

@@ -111,6 +111,13 @@ class OrtEngine:
         self._adapter_values: dict[str | None, list] = {}
         self._adapter_formats: dict[str, object] = {}
 
+    def bind_adapter(self, bindings: list, name: str | None) -> None:
+        """Bind adapter `name`'s low-rank inputs (None: the base model's empty ones) into per-segment IO
+        bindings, single or batched (same inputs)."""
+        for io, pairs in zip(bindings, self.adapter_values(name)):
+            for input_name, value in pairs:
+                io.bind_ortvalue_input(input_name, value)
+
     def draft_engine(self) -> "OrtEngine | None":
         """The bundle's separate draft model (runtimes/draft_model.py), loaded on first use; None without one."""
         bundle, threads, provider, _ = self._load
@@ -203,12 +210,8 @@ class OrtRunner:
         graphs' lora_a/lora_b inputs. The cache holds the old adapter's keys and values: the caller drops it."""
         self.adapter = name
         if self.cache is not None:
-            self._bind_adapter()
+            self.engine.bind_adapter(self._bindings, name)
 
-    def _bind_adapter(self) -> None:
-        for io, pairs in zip(self._bindings, self.engine.adapter_values(self.adapter)):
-            for name, value in pairs:
-                io.bind_ortvalue_input(name, value)
 
     def _bind(self) -> None:
         """Allocate the cache and bind each layer's buffer as both past and present, once."""
@@ -234,7 +237,7 @@ class OrtRunner:
         self._head_io = self.engine.head.io_binding()
         self._head_io.bind_output("logits", "cpu")
         if self.adapter is not None:
-            self._bind_adapter()
+            self.engine.bind_adapter(self._bindings, self.adapter)
 
     def drafter(self) -> OrtDrafter | None:
         """The bundle's trained draft for this conversation (None without one, or with an evicting cache:

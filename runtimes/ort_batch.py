@@ -83,9 +83,7 @@ class OrtBatchRunner:
                         io.bind_ortvalue_input(f"past_{kind}_{i}", v)
                         io.bind_ortvalue_output(f"present_{kind}_{i}", v)
                 ios.append(io)
-            for io, pairs in zip(ios, self.engine.adapter_values(self.adapter)):
-                for name, value in pairs:
-                    io.bind_ortvalue_input(name, value)
+            self.engine.bind_adapter(ios, self.adapter)
             self._io[key] = ios
         return self._io[key]
 
