@@ -24,6 +24,7 @@ from .draft_model import FOLDER as DRAFT_FOLDER
 from .draft_model import draft_source
 from .drafts import check_model, load_draft, model_fingerprint, write_draft
 from .calibration import linear_input_means
+from .mobile import check_target, to_mobile
 from .lora import graph_linears, merged, read_adapter, write_gguf, write_ort
 from .graphs import CALIBRATED, QUANTS, base_quant, build_head, build_segment, head_quant
 from .kv_calibration import FILE as KV_FILE
@@ -55,7 +56,7 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
                   progress: Callable[[str, int, int], None] | None = None,
                   draft: str | Path | None = "auto", kv_text: str | Path | None = None,
                   lora: list[str] = (), merge: bool = False,
-                  draft_model: str | None = None) -> tuple[Path, mf.Manifest]:
+                  draft_model: str | None = None, target: str = "desktop") -> tuple[Path, mf.Manifest]:
     """Export `source` (path) to bundle directory `out`. Returns (bundle path, manifest).
 
     draft: a trained draft file (export/drafts.py) to include; "auto" includes the one shipped for this
@@ -64,9 +65,11 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     lora: LoRA adapters, 'PATH[=NAME]' (PEFT folders or GGUF LoRA files, export/lora.py): switchable at run
     time, or with `merge` folded into the weights. draft_model: a separate draft model for `--mode
     speculative` (a GGUF, a Hugging Face folder, or truncate:E; export/draft_model.py), exported into the
-    bundle's draft/ folder as a bundle of its own."""
+    bundle's draft/ folder as a bundle of its own. target: desktop, or mobile (ORT-format graphs with the
+    phone's cache type built in, no GGUF or drafts, and a size report; export/mobile.py)."""
     if quant not in QUANTS:
         raise EdgedecError(f"$quant {quant} is not supported; choose one of {', '.join(QUANTS)}")
+    check_target(target, lora, merge, draft_model)
     src = load_source(source)
     cfg = src.config
     if quant in CALIBRATED and not FOUR_BIT & set(src.tensor_types.values()):
@@ -78,7 +81,9 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     if len({a.name for a in adapters}) < len(adapters):
         raise EdgedecError("two adapters have the same name; name them with --lora PATH=NAME")
     weights = None
-    if draft == "auto":
+    if target == "mobile":
+        draft = None
+    elif draft == "auto":
         draft = shipped_draft(fingerprint)
     if draft is not None:
         weights = load_draft(draft)
@@ -97,6 +102,9 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
         manifest = _write(src, tmp, quant, cut_list, progress, fingerprint, weights, kv, adapters, merge)
         if second is not None:
             manifest = _add_draft_model(tmp, manifest, second, draft_model, quant, kv, progress)
+        if target == "mobile":
+            progress("mobile: ORT format, size report", 1, 1)
+            manifest = to_mobile(tmp, manifest, _files)
         shutil.rmtree(work)
         _ordinary_permissions(tmp)
         _swap_into_place(tmp, out)
@@ -112,7 +120,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
     base = src
     if merge and adapters:
         src = merged(src, adapters)
-    switchable = frozenset() if merge else graph_linears(adapters)
+    switchable = {} if merge else graph_linears(adapters, cfg)
     starts = [0] + cuts[:-1]
     steps = len(cuts) + 5
     errors: dict[str, dict] = {}
@@ -195,7 +203,7 @@ def _write_adapter(a, cfg, tmp: Path, merged: bool, gguf: bool) -> mf.Adapter:
     ort_file = None if merged else f"adapter.{a.name}.onnx_adapter"
     gguf_file = f"adapter.{a.name}.gguf" if gguf else None
     if ort_file:
-        write_ort(a, cfg, tmp / ort_file)
+        write_ort(a, tmp / ort_file)
     if gguf_file:
         write_gguf(a, cfg, tmp / gguf_file)
     return mf.Adapter(a.name, merged, ort_file, gguf_file, a.rank, a.scale, a.modules, len(a.layers), a.source)
