@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .bundle import default_bundle_path, read_bundle
 from .errors import AdapterError, EdgedecError, ModeError
-from .kvcache import KVConfig
+from .kvcache import KVConfig, cache_type
 from .session import Response, Result, Session, SessionStats  # noqa: F401  (the records)
 from .strategies import MODES
 from .tokenizer import Tokenizer
@@ -25,7 +25,7 @@ BACKENDS = ("onnxruntime", "llamacpp")
 
 
 def load(bundle: str | Path | None = None, backend: str = "onnxruntime", threads: int = 2,
-         n_ctx: int = 2048, verify: bool = True, exact: bool | None = None, kv: str = "fp32",
+         n_ctx: int = 2048, verify: bool = True, exact: bool | None = None, kv: str | None = None,
          kv_window: int | None = None, kv_sinks: int | None = None, adapter: str | None = None) -> "Model":
     """Load a bundle (default: the default model's) on a backend. See `Model`."""
     return Model(bundle, backend=backend, threads=threads, n_ctx=n_ctx, verify=verify, exact=exact, kv=kv,
@@ -44,10 +44,11 @@ def _engine(bundle, backend: str, threads: int, n_ctx: int, kv: KVConfig, adapte
 
 class Model:
     def __init__(self, bundle=None, backend: str = "onnxruntime", threads: int = 2, n_ctx: int = 2048,
-                 verify: bool = True, exact: bool | None = None, kv: str = "fp32", kv_window: int | None = None,
+                 verify: bool = True, exact: bool | None = None, kv: str | None = None, kv_window: int | None = None,
                  kv_sinks: int | None = None, adapter: str | None = None):
         """adapter: the switchable LoRA adapter sessions use unless a call names another (`adapters` lists
-        them; the llama.cpp backend applies it when it loads and cannot switch). n_ctx: positions each session's cache holds. kv: the cache type (fp32, fp16, int8, int4);
+        them; the llama.cpp backend applies it when it loads and cannot switch). n_ctx: positions each session's cache holds. kv: the cache type (fp32, fp16, int8, int4; None:
+        fp32, or the one a mobile bundle's graphs hold);
         kv_window, kv_sinks: when the cache is full, keep its first kv_sinks (default 4) and last kv_window
         positions, and go on (kvcache.py). exact: the row path of speculative calls
         (strategies/path.py): True always speculates with every step on the many-row kernels, so that
@@ -55,8 +56,8 @@ class Model:
         one-row kernels; None (auto) lets each session decide per call from what it measured."""
         if threads < 1:
             raise EdgedecError("$threads must be at least 1")
-        self.kv = KVConfig(kv, kv_window, kv_sinks).check(n_ctx)
         self.bundle = read_bundle(bundle or default_bundle_path(), verify_checksums=verify)
+        self.kv = KVConfig(cache_type(self.bundle.manifest, kv), kv_window, kv_sinks).check(n_ctx)
         self.tokenizer = Tokenizer(self.bundle)
         self.adapters = [a.name for a in self.bundle.manifest.adapters if not a.merged]
         self.adapter = self.check_adapter(adapter)

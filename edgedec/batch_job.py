@@ -178,7 +178,7 @@ def _worker(args) -> dict:
 
 
 def run(bundle, input_path, output, *, workers: int = 1, slots: int = 8, threads: int = 2, n_ctx: int | None = None,
-        backend: str = "onnxruntime", kv: str = "fp32", load=None, progress=None, pending=None,
+        backend: str = "onnxruntime", kv: str | None = None, load=None, progress=None, pending=None,
         ray: str | None | bool = False, log=sys.stderr) -> dict:
     """The whole job (see the module docstring): what was done, skipped and refused. ray: False for
     local processes, else a Ray address (None: a local Ray instance, or the one already initialised)."""

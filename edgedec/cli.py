@@ -52,19 +52,24 @@ def cmd_export(a) -> None:
     source = Path(a.source) if a.source else default_source()
     if a.output:
         out = Path(a.output)
-    elif not a.source and a.quant == "int4":
+    elif not a.source and a.quant == "int4" and a.target == "desktop":
         out = default_bundle_path()
     else:
-        out = default_bundle_path().with_name(f"{source.stem}-{a.quant}")
+        out = default_bundle_path().with_name(f"{source.stem}-{a.quant}" + ("-mobile" if a.target == "mobile" else ""))
     trained = a.draft and a.draft.endswith(".npz")
     draft = None if a.no_draft else a.draft if trained else "auto"
     path, written = export_bundle(source, out, quant=a.quant, cuts=a.cuts, progress=progress_bar, draft=draft,
                                   kv_text=a.kv_text, lora=a.lora, merge=a.merge,
-                                  draft_model=None if trained else a.draft)
+                                  draft_model=None if trained else a.draft, target=a.target)
     w = written.quant.worst
     if w.tensor:
         print(f"worst quantization error: {w.tensor}: max |dw| {w.max_abs:.3g}, "
               f"mean |dw| {w.mean_abs:.3g}, relative rms {w.rel_rms:.3g}", file=sys.stderr)
+    if written.mobile:
+        m = written.mobile
+        print(f"mobile bundle: {m.bundle_mb:.0f} MB, {m.cache} KV cache; expected peak RSS "
+              + ", ".join(f"{v:.0f} MB at {int(k) // 1024}k" for k, v in m.rss_mb.items())
+              + " positions (an estimate: loading measured here, plus the cache)", file=sys.stderr)
     print(path)
 
 
@@ -370,7 +375,8 @@ def _add_model_args(p, gen=True):
                    help="onnxruntime (default) or llamacpp")
     p.add_argument("-t", "--threads", type=int, default=int(os.environ.get("EDGEDEC_THREADS", 2)))
     p.add_argument("--ctx", type=int, default=2048, help="context length in tokens (default 2048)")
-    p.add_argument("--kv", default="fp32", help="KV cache type: fp32 (default), fp16, int8 or int4")
+    p.add_argument("--kv", help="KV cache type: fp32 (default; a mobile bundle runs the one built in), fp16, int8 "
+                   "or int4")
     p.add_argument("--kv-window", type=int, help="when the cache is full, keep the last W positions (and the "
                    "sinks) and go on (chat's default: half the context)")
     p.add_argument("--kv-sinks", type=int, help="with --kv-window: the first S positions always kept (default 4)")
@@ -436,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a LoRA adapter to include: a PEFT folder or a GGUF LoRA file (repeatable); switchable at "
                    "run time with --adapter NAME")
     p.add_argument("--merge", action="store_true", help="fold the --lora adapters into the weights instead")
+    p.add_argument("--target", default="desktop", choices=["desktop", "mobile"],
+                   help="mobile: ORT-format graphs for onnxruntime-android with an int8 KV cache built in, no GGUF "
+                   "or drafts, and a size report (android_demo/)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("generate", help="complete one prompt")
@@ -472,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", help=argparse.SUPPRESS)
     p.add_argument("-t", "--threads", type=int, default=int(os.environ.get("EDGEDEC_THREADS", 2)))
     p.add_argument("--ctx", type=int, default=2048, help="positions per sequence (default 2048)")
-    p.add_argument("--kv", default="fp32", help="KV cache type: fp32 (default), fp16, int8 or int4")
+    p.add_argument("--kv", help="KV cache type: fp32 (default; a mobile bundle runs the one built in), fp16, int8 "
+                   "or int4")
     p.add_argument("--slots", type=int, default=8, help="sequences decoded together per worker (default 8)")
     p.add_argument("--workers", type=int, default=1, help="worker processes, each with its own model "
                    "(default 1; the threads are shared out)")

@@ -39,6 +39,18 @@ def shared_prefix(cached: list[int], ids: list[int]) -> int:
     return next(i for i, (a, b) in enumerate(zip(cached, ids)) if a != b)
 
 
+def cache_type(manifest, asked: str | None) -> str:
+    """The cache type to run: `asked`, or the bundle's own (fp32; a mobile bundle's graphs have theirs built in,
+    export/mobile.py, and run no other)."""
+    built_in = manifest.mobile.cache if manifest.mobile else None
+    if asked is None:
+        return built_in or "fp32"
+    if built_in and asked != built_in:
+        raise EdgedecError(f"this mobile bundle's graphs have the {built_in} KV cache built in and run no other; "
+                           f"drop $kv, or export without --target mobile for $kv {asked}")
+    return asked
+
+
 @dataclass(frozen=True)
 class KVConfig:
     """type: fp32, fp16, int8 or int4. window: evict down to the first `sinks` and the last `window`

@@ -1,7 +1,7 @@
 """The bundle manifest, `edgedec.json`: typed, versioned, and read and written by this module only.
 
     Manifest            format, version, created, model, config, segments, head, quant, tokenizer,
-                        chat_template, gguf, drafts, kv, adapters, defaults, files
+                        chat_template, gguf, drafts, kv, draft_model, mobile, adapters, defaults, files
 
 Reading checks every field's type against the dataclasses below and names the first field that is wrong
 (`segments[1].end should be an integer, got "12"`). The same dataclasses produce the JSON Schema
@@ -148,6 +148,17 @@ class KVRanges:
 
 
 @dataclass(frozen=True)
+class Mobile:
+    cache: str = _doc("the KV cache type built into the segment graphs (ORT-format graphs take no load-time "
+                      "variants)")
+    bundle_mb: float = _doc("the bundle's size")
+    loaded_rss_mb: float = _doc("peak RSS that loading the bundle and decoding a few tokens added, measured at export")
+    rss_mb: dict[str, float] = _doc("expected peak RSS (MB) at a context of N positions: loaded_rss_mb plus the "
+                                    "cache's bytes; an estimate")
+    measured_on: str = _doc("where loaded_rss_mb was measured")
+
+
+@dataclass(frozen=True)
 class TuneRecord:
     tok_s: float
     plain_exact_tok_s: float
@@ -191,6 +202,9 @@ class Manifest:
     drafts: list[Draft] = _doc("trained drafts; self-spec uses the first", default_factory=list)
     kv: KVRanges | None = _doc("calibrated KV cache ranges for int8/int4 caches (export/kv.py)", default=None)
     draft_model: DraftModel | None = _doc("a separate draft model for --mode speculative", default=None)
+    mobile: Mobile | None = _doc("set for --target mobile bundles: ORT-format graphs with saved runtime "
+                                 "optimizations (load with session.enable_saved_runtime_optimizations=1), "
+                                 "the cache type built in, and a size report (export/mobile.py)", default=None)
     adapters: list[Adapter] = _doc("LoRA adapters, merged or switchable (export/lora.py)", default_factory=list)
     defaults: Defaults = _doc("settings tuned on a device", default_factory=Defaults)
     files: dict[str, FileEntry] = _doc("every file of the bundle but this one, with size and sha256",

@@ -56,6 +56,8 @@ def _session(path, threads: int, provider: str, variant=None) -> ort.InferenceSe
         so.use_per_session_threads = False
     else:
         so.intra_op_num_threads = threads
+    if str(path).endswith(".ort"):    # a mobile bundle's graph (export/mobile.py): replay its saved optimizations
+        so.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
     try:
         if variant is None:
             return ort.InferenceSession(str(path), so, providers=[provider])
@@ -84,6 +86,10 @@ class OrtEngine:
                                                   self.config.head_dim)
         self.k_scales = None
         variant = None
+        mobile = bundle.manifest.mobile
+        if mobile and kv.evicts:
+            raise ModeError("a mobile bundle's ORT-format graphs cannot be rebuilt to evict; drop $kv_window, or "
+                            "export without --target mobile")
         if kv.type != "fp32" or kv.evicts:
             ranges = None
             if kv.type in QMAX:
@@ -92,7 +98,8 @@ class OrtEngine:
                                       "caches existed); export it again to use $kv " + kv.type)
                 ranges = load_ranges(bundle.file(bundle.manifest.kv.file))
                 self.k_scales = np.stack([scales(kv.type, ranges[i][0], "k") for i in sorted(ranges)])
-            variant = lambda g: cache_variant(g, kv.type, ranges, positions=kv.evicts)  # noqa: E731
+            if not mobile:     # (a mobile bundle's graphs have the cache built in)
+                variant = lambda g: cache_variant(g, kv.type, ranges, positions=kv.evicts)  # noqa: E731
         self.sessions = [_session(bundle.file(s.file), threads, provider, variant) for s in self.segments]
         self._load = (bundle, threads, provider, variant)
         self._batch_sessions = None
@@ -172,6 +179,9 @@ class OrtEngine:
         """The segment graphs in their batched form (export/batching.py), loaded on first use."""
         if self._batch_sessions is None:
             bundle, threads, provider, variant = self._load
+            if bundle.manifest.mobile:
+                raise ModeError("batched decoding rebuilds the graphs, and a mobile bundle's ORT-format graphs "
+                                "cannot be; export without --target mobile for serve and batch")
             both = lambda g: batch_variant(variant(g) if variant else g, self.config)  # noqa: E731
             self._batch_sessions = [_session(bundle.file(s.file), threads, provider, both) for s in self.segments]
         return self._batch_sessions

@@ -37,6 +37,13 @@ def fp32_bundle(bundles):
 
 
 @pytest.fixture(scope="session")
+def mobile_bundle(tmp_path_factory, gguf_path):
+    """The default model exported with --target mobile (export/mobile.py)."""
+    from edgedec.export.bundle_writer import export_bundle
+    return export_bundle(gguf_path, tmp_path_factory.mktemp("mobile") / "int4-mobile", target="mobile")[0]
+
+
+@pytest.fixture(scope="session")
 def running_text() -> str:
     """About 2,500 tokens of King Lear (Gutenberg text)."""
     from edgedec_tools.prompts import lear

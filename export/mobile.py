@@ -1,0 +1,113 @@
+"""Mobile bundles (`edgedec export --target mobile`): what onnxruntime-android runs, and what it will cost.
+
+A mobile bundle is an ordinary bundle made smaller and fixed for a phone:
+- Its graphs are in ORT format with saved runtime optimizations, as onnxruntime's own converter makes them
+  (`python -m onnxruntime.tools.convert_onnx_models_to_ort --optimization_style Runtime`): the basic
+  optimizations applied, the rest recorded and replayed when a session sets
+  session.enable_saved_runtime_optimizations=1. Nothing specific to the export machine's CPU is baked in.
+- The phone's KV cache type is built into the segment graphs (export/kv.py `cache_variant`), because an
+  ORT-format graph cannot be rewritten when it loads: int8, a quarter of fp32's bytes at +0.2% perplexity.
+- What a phone does not run is left out: the GGUF (llama.cpp) and trained drafts (self-speculation).
+- A size report goes into the manifest: the bundle's MB, and the expected peak RSS at 2k and 8k positions:
+  what the graphs and runtime take once loaded (measured here, with edgedec's own runtime in a child process,
+  above the interpreter's baseline) plus the cache's bytes for that many positions. It is an estimate:
+  the phone's allocator and ONNX Runtime build differ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from edgedec import manifest as mf
+from edgedec.errors import EdgedecError
+
+from .kv import bytes_per_token, cache_variant, load_ranges
+
+CACHE = "int8"
+RSS_AT = (2048, 8192)
+TARGETS = ("desktop", "mobile")
+
+
+def check_target(target: str, lora: list[str], merge: bool, draft_model: str | None) -> None:
+    if target not in TARGETS:
+        raise EdgedecError(f"--target {target} is unknown; choose one of {', '.join(TARGETS)}")
+    if target == "mobile" and ((lora and not merge) or draft_model):
+        raise EdgedecError("--target mobile bundles hold the base model only: the phone engine switches no "
+                           "adapters and runs no draft model; merge adapters (--merge) or drop --lora/--draft")
+
+
+def to_mobile(tmp: Path, manifest: mf.Manifest, files) -> mf.Manifest:
+    """Turn the bundle being written in `tmp` into a mobile one; `files(tmp)` lists its files for the manifest."""
+    ranges = load_ranges(tmp / manifest.kv.file)
+    segments = []
+    for seg in manifest.segments:
+        graph = cache_variant(onnx.load(str(tmp / seg.file)), CACHE, ranges, positions=False)
+        segments.append(dataclasses.replace(seg, file=_to_ort(graph, tmp / seg.file)))
+    head = mf.Graph(_to_ort(onnx.load(str(tmp / manifest.head.file)), tmp / manifest.head.file))
+    for d in manifest.drafts:
+        for name in (d.file, d.file + ".data", d.vocab_file):
+            (tmp / name).unlink(missing_ok=True)
+    if manifest.gguf is not None:
+        (tmp / manifest.gguf.file).unlink()
+    manifest = dataclasses.replace(manifest, segments=segments, head=head, drafts=[], gguf=None, files=files(tmp))
+    report = mf.Mobile(cache=CACHE, bundle_mb=round(sum(f.bytes for f in manifest.files.values()) / 1e6, 1),
+                       loaded_rss_mb=0.0, rss_mb={}, measured_on="")
+    mf.write(tmp, dataclasses.replace(manifest, mobile=report))      # (what the measurement loads)
+    rss = _loaded_rss_mb(tmp)
+    per_token = bytes_per_token(CACHE, manifest.config.n_layers, manifest.config.n_kv_heads,
+                                manifest.config.head_dim)
+    report = dataclasses.replace(
+        report, loaded_rss_mb=round(rss, 1), rss_mb={str(n): round(rss + per_token * n / 1e6, 1) for n in RSS_AT},
+        measured_on=f"{platform.machine()}, onnxruntime {ort.__version__}, edgedec's Python runtime")
+    manifest = dataclasses.replace(manifest, mobile=report)
+    mf.write(tmp, manifest)
+    return manifest
+
+
+def _to_ort(model: onnx.ModelProto, path: Path) -> str:
+    """Save `model` (its weights read from beside `path`) as `path` with suffix .ort; remove the ONNX files."""
+    target = path.with_suffix(".ort")
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.use_per_session_threads = False      # (export has made ONNX Runtime's global thread pool by now)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(target)
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    so.add_session_config_entry("optimization.minimal_build_optimizations", "save")
+    so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    path.unlink()
+    path.with_name(path.name + ".data").unlink(missing_ok=True)
+    return target.name
+
+
+_CHILD = """
+import json, sys
+def rss(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+import numpy, onnxruntime, edgedec
+before = rss("VmRSS:")
+model = edgedec.load(sys.argv[1], verify=False)
+model.generate("Hello, how are you today?", max_tokens=8)
+print(json.dumps({"mb": rss("VmHWM:") - before}))
+"""
+
+
+def _loaded_rss_mb(bundle: Path) -> float:
+    """Peak RSS (MB) that loading the bundle and decoding a few tokens adds above the interpreter's."""
+    if not Path("/proc/self/status").exists():
+        raise EdgedecError("--target mobile measures memory through /proc, which this system lacks; "
+                           "export on Linux")
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(bundle)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise EdgedecError(f"the mobile bundle did not load for its size report: {out.stderr.strip()[-300:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["mb"]
