@@ -120,7 +120,7 @@ def _write(src, tmp: Path, quant: str, cuts: list[int], progress, fingerprint: s
     base = src
     if merge and adapters:
         src = merged(src, adapters)
-    switchable = {} if merge else graph_linears(adapters, cfg)
+    switchable = frozenset() if merge else graph_linears(adapters)
     starts = [0] + cuts[:-1]
     steps = len(cuts) + 5
     errors: dict[str, dict] = {}
@@ -203,7 +203,7 @@ def _write_adapter(a, cfg, tmp: Path, merged: bool, gguf: bool) -> mf.Adapter:
     ort_file = None if merged else f"adapter.{a.name}.onnx_adapter"
     gguf_file = f"adapter.{a.name}.gguf" if gguf else None
     if ort_file:
-        write_ort(a, tmp / ort_file)
+        write_ort(a, cfg, tmp / ort_file)
     if gguf_file:
         write_gguf(a, cfg, tmp / gguf_file)
     return mf.Adapter(a.name, merged, ort_file, gguf_file, a.rank, a.scale, a.modules, len(a.layers), a.source)

@@ -68,7 +68,7 @@ class Builder:
     consts: set[str] = field(default_factory=set)
     means: dict | None = None            # (layer, input) -> mean block sums, for calibrated linears
     exact_inputs: frozenset = frozenset()  # inputs whose linears keep the exact correction anyway
-    lora: dict = field(default_factory=dict)   # linear -> its parts' (weight, width), for switchable low-rank paths
+    lora: frozenset = frozenset()        # linears (weight names) that get a switchable low-rank path
     lora_inputs: list = field(default_factory=list)   # its graph inputs (value infos)
 
     def init(self, name: str, array: np.ndarray) -> str:
@@ -123,22 +123,16 @@ class Builder:
         return self._lora(x, y, k, n, name, weight_name)
 
     def _lora(self, x: str, y: str, k: int, n: int, name: str, weight_name: str) -> str:
-        """y + (x @ lora_a) @ lora_b for a switchable adapter (export/lora.py), one path per weight a packed
-        linear holds (Q, K, V; gate, up), their outputs concatenated. lora_a [K, r] and lora_b [r, width] are
-        graph inputs whose defaults are empty ([K, 0], [0, width]): unbound, a path adds exact zeros."""
+        """y + (x @ lora_a) @ lora_b for a switchable adapter (export/lora.py). lora_a [K, r] and lora_b [r, N]
+        are graph inputs whose defaults are empty ([K, 0], [0, N]): unbound, the path adds exact zeros."""
         if weight_name not in self.lora:
             return y
-        ups = []
-        for part, width in self.lora[weight_name]:
-            a, b = input_names(part)
-            self.lora_inputs += [helper.make_tensor_value_info(a, TensorProto.FLOAT, [k, "lora_rank"]),
-                                 helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_rank", width])]
-            stem = f"{name}/lora/{part.split('.')[2]}"
-            low = self.node("MatMul", [x, self.init(a, np.zeros((k, 0), np.float32))], f"{stem}/A")[0]
-            ups.append(self.node("MatMul", [low, self.init(b, np.zeros((0, width), np.float32))], f"{stem}/B")[0])
-        if len(ups) > 1:
-            ups = self.node("Concat", ups, f"{name}/lora/Concat", axis=-1)
-        return self.node("Add", [y, ups[0]], f"{name}/lora/Add")[0]
+        a, b = input_names(weight_name)
+        self.lora_inputs += [helper.make_tensor_value_info(a, TensorProto.FLOAT, [k, "lora_rank"]),
+                             helper.make_tensor_value_info(b, TensorProto.FLOAT, ["lora_rank", n])]
+        low = self.node("MatMul", [x, self.init(a, np.zeros((k, 0), np.float32))], f"{name}/lora/A")[0]
+        up = self.node("MatMul", [low, self.init(b, np.zeros((0, n), np.float32))], f"{name}/lora/B")[0]
+        return self.node("Add", [y, up], f"{name}/lora/Add")[0]
 
     def _block_sums(self, x: str, k: int) -> str:
         """Sum of x over each block of 32 along K ([S,K] -> [S,K/32]), shared by the linears reading x.
@@ -238,13 +232,13 @@ def decoder_layer(b: Builder, cfg, w, i: int, p: str, tensor: str, residual: str
 
 
 def build_segment(src, start: int, end: int, quant: str, max_len: int,
-                  means: dict | None = None, lora: dict | None = None) -> tuple[onnx.ModelProto, dict]:
+                  means: dict | None = None, lora: frozenset = frozenset()) -> tuple[onnx.ModelProto, dict]:
     """Graph for layers [start, end). The first segment (start == 0) takes input_ids, others hidden_in.
     means: the calibration statistics, for int4-calibrated and int4-mixed (export/calibration.py).
-    lora: the linears that get switchable low-rank paths, and their parts (export/lora.py graph_linears)."""
+    lora: the linears that get a switchable low-rank path (export/lora.py graph_linears)."""
     cfg = src.config
     b = Builder(base_quant(quant), means=means if quant in CALIBRATED else None,
-                exact_inputs=CALIBRATED.get(quant, frozenset()), lora=dict(lora or {}))
+                exact_inputs=CALIBRATED.get(quant, frozenset()), lora=frozenset(lora))
     f32 = TensorProto.FLOAT
     inputs = []
     if start == 0:

@@ -6,11 +6,10 @@ scale = alpha / r (rsLoRA: alpha / sqrt(r)). Inside edgedec, weights have GGUF n
 B of attn_q and attn_k gets the rows of a PEFT adapter permuted for interleaved rotary (models/llama.py
 `permute_qk`), exactly as llama.cpp's converter permutes them; a GGUF LoRA already has that order.
 
-In the graphs (export/graphs.py) a switchable adapter is a low-rank path beside each targeted weight:
+In the graphs (export/graphs.py) a switchable adapter is a low-rank path beside each targeted linear:
     y = MatMulNBits(x) + (x @ lora_a) @ lora_b        lora_a = A^T [in, r],  lora_b = scale * B^T [r, out]
-Q, K and V are one packed linear, as are gate and up: each weight keeps its own path and the paths' outputs
-are concatenated. (Stacking the A matrices and putting the B matrices on a block diagonal reads zeros: at
-rank 16 a third of the path's bytes, and 3-8% slower per segment; bench/lora_paths.py.)
+Q, K and V are one packed linear, as are gate and up: their paths stack the adapters' A matrices and put
+the B matrices on a block diagonal, so one adapter file feeds one MatMul pair per linear.
 """
 from __future__ import annotations
 
@@ -208,44 +207,52 @@ def merged(src, adapters: list[Adapter]):
 
 # ---------------------------------------------------------------- graph inputs and files
 
-def input_names(weight: str) -> tuple[str, str]:
-    """The graph inputs of a weight's low-rank path (weight: its GGUF name, e.g. blk.3.attn_q.weight)."""
-    stem = weight.removesuffix(".weight")
+def input_names(linear: str) -> tuple[str, str]:
+    """The graph inputs of a linear's low-rank path (linear: its weight name, e.g. blk.3.attn_qkv.weight)."""
+    stem = linear.removesuffix(".weight")
     return f"{stem}.lora_a", f"{stem}.lora_b"
 
 
-def graph_linears(adapters: list[Adapter], config) -> dict[str, tuple[tuple[str, int], ...]]:
-    """The graphs' linears (blk.{i}.attn_qkv.weight, ...) that need low-rank paths for these adapters, each
-    with the weights it packs and their widths: every part gets a path, so any adapter can be bound."""
-    shapes = _weight_shapes(config)
-    out = {}
+def graph_linears(adapters: list[Adapter]) -> set[str]:
+    """The graphs' linears (blk.{i}.attn_qkv.weight, ...) that need a low-rank path for these adapters."""
+    out = set()
     for a in adapters:
         for weight in a.pairs:
             _, layer, name, _ = weight.split(".")
-            for packed, parts in PACKED.items():
-                if name in parts:
-                    weights = [f"blk.{layer}.{p}.weight" for p in parts]
-                    out[f"blk.{layer}.{packed}.weight"] = tuple((w, shapes[w][0]) for w in weights)
+            out |= {f"blk.{layer}.{p}.weight" for p, parts in PACKED.items() if name in parts}
     return out
 
 
-def parameters(adapter: Adapter) -> dict[str, np.ndarray]:
-    """The adapter as the graphs' inputs: for each weight it moves, lora_a = A^T [in, r] and
-    lora_b = scale * B^T [r, out]."""
+def parameters(adapter: Adapter, config) -> dict[str, np.ndarray]:
+    """The adapter as the graphs' inputs: for each packed linear it touches, lora_a [in, R] (the A matrices
+    stacked, transposed) and lora_b [R, out] (scale * B^T on the block diagonal), R = the ranks' sum."""
+    shapes = _weight_shapes(config)
     out = {}
-    for weight, (a, b) in adapter.pairs.items():
-        name_a, name_b = input_names(weight)
-        out[name_a], out[name_b] = np.ascontiguousarray(a.T), np.ascontiguousarray(adapter.scale * b.T)
+    for linear in sorted(graph_linears([adapter])):
+        _, layer, packed, _ = linear.split(".")
+        parts = [f"blk.{layer}.{n}.weight" for n in PACKED[packed]]
+        rows = [shapes[p][0] for p in parts]
+        ranks = [adapter.pairs[p][0].shape[0] if p in adapter.pairs else 0 for p in parts]
+        a_t = np.zeros((shapes[parts[0]][1], sum(ranks)), np.float32)
+        b_t = np.zeros((sum(ranks), sum(rows)), np.float32)
+        r0 = c0 = 0
+        for p, r, n in zip(parts, ranks, rows):
+            if r:
+                a, b = adapter.pairs[p]
+                a_t[:, r0:r0 + r] = a.T
+                b_t[r0:r0 + r, c0:c0 + n] = adapter.scale * b.T
+            r0, c0 = r0 + r, c0 + n
+        out[input_names(linear)[0]], out[input_names(linear)[1]] = a_t, b_t
     return out
 
 
-def write_ort(adapter: Adapter, path: Path) -> None:
+def write_ort(adapter: Adapter, config, path: Path) -> None:
     """An ONNX Runtime adapter file (ort.AdapterFormat) with the graphs' lora_a/lora_b inputs."""
     import onnxruntime as ort
     fmt = ort.AdapterFormat()
     fmt.set_adapter_version(1)
     fmt.set_model_version(1)
-    arrays = parameters(adapter)       # kept alive until written: OrtValues only borrow the memory
+    arrays = parameters(adapter, config)       # kept alive until written: OrtValues only borrow the memory
     fmt.set_parameters({k: ort.OrtValue.ortvalue_from_numpy(v) for k, v in arrays.items()})
     fmt.export_adapter(str(path))
 
