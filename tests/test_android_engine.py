@@ -63,13 +63,16 @@ def _installed() -> bool:
     return stamp.is_file() and stamp.stat().st_mtime >= (ENGINE / "package-lock.json").stat().st_mtime
 
 
-def test_engine_matches_python(int4_bundle, running_text, tmp_path):
-    ref = write_reference(int4_bundle, running_text, tmp_path / "reference.json")
+@pytest.mark.parametrize("which", ["int4_bundle", "mobile_bundle"])
+def test_engine_matches_python(which, running_text, tmp_path, request):
+    """The default bundle, and the mobile one (export --target mobile: ORT-format graphs, int8 cache)."""
+    bundle = request.getfixturevalue(which)
+    ref = write_reference(bundle, running_text, tmp_path / "reference.json")
     assert len(ref["prompts"]) >= 5
     if not _installed():
         p = _npm("ci", "--no-audit", "--no-fund", timeout=300)
         assert p.returncode == 0, f"npm ci failed:\n{p.stdout}\n{p.stderr}"
-    env = dict(os.environ, EDGEDEC_BUNDLE=str(int4_bundle), EDGEDEC_REFERENCE=str(tmp_path / "reference.json"))
+    env = dict(os.environ, EDGEDEC_BUNDLE=str(bundle), EDGEDEC_REFERENCE=str(tmp_path / "reference.json"))
     p = _npm("test", env=env, timeout=600)
     out = f"{p.stdout}\n{p.stderr}"
     assert p.returncode == 0, f"npm test failed:\n{out}"

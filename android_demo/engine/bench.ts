@@ -9,7 +9,7 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
 
-import { Engine } from "./src/engine.js";
+import { Engine } from "./src/node.js";
 
 const args = process.argv.slice(2);
 const VALUED = ["--threads", "--chunk", "--tokens", "--runs", "--context"];
@@ -38,4 +38,5 @@ await engine.release();
 console.log(JSON.stringify({
   runtime: "node", threads, chunk, spinning, context, tokens, runs,
   decode_tok_s: median(decode), prefill_tok_s: median(prefill), decode_runs: decode.map((x) => +x.toFixed(1)),
+  cache: engine.cacheType, peak_rss_mb: process.resourceUsage().maxRSS / 1024,   // (the process's high-water mark)
 }));

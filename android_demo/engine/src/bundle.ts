@@ -9,14 +9,12 @@
  * `readBundle` checks the folder, the manifest's format and version, the schema, and that every graph
  * is there, and throws one BundleError whose message says what to do, in the app's terms (adb push).
  *
- * The schema is read from the edgedec repository this package lives in (../../edgedec/bundle.schema.json
- * from the package root), never copied, so it cannot drift from what `edgedec export` writes.
+ * The schema is edgedec/bundle.schema.json, compiled into src/schema.ts with its validator when the engine is
+ * built (scripts/schema.mjs), never edited here, so it cannot drift from what `edgedec export` writes.
+ * Files are read through the platform (platform.ts): node:fs under Node, react-native-fs in the app.
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-
-import Ajv2020Module from "ajv/dist/2020.js";
+import { getPlatform, type Platform } from "./platform.js";
+import { schema as bundleSchema, validate as validateManifest } from "./schema.js";
 
 export const MANIFEST = "edgedec.json";
 export const FORMAT = "edgedec-bundle";
@@ -70,7 +68,7 @@ export interface Manifest {
 }
 
 export class Bundle {
-  constructor(readonly path: string, readonly manifest: Manifest) {}
+  constructor(readonly path: string, readonly manifest: Manifest, readonly platform: Platform = getPlatform()) {}
 
   get config(): LlamaConfig {
     return this.manifest.config;
@@ -81,23 +79,9 @@ export class Bundle {
   }
 
   file(name: string): string {
-    return join(this.path, name);
+    return this.platform.join(this.path, name);
   }
 }
-
-/** The package root: the nearest folder above this module with a package.json. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, "package.json"))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = up;
-  }
-  return dir;
-}
-
-/** edgedec/bundle.schema.json of the repository this package lives in (android_demo/engine/). */
-export const SCHEMA_PATH = resolve(packageRoot(), "..", "..", "edgedec", "bundle.schema.json");
 
 interface Schema {
   properties: { version: { minimum: number; maximum: number } };
@@ -108,26 +92,13 @@ type Validator = ((data: unknown) => boolean) & {
   errors?: { instancePath: string; message?: string; params?: Record<string, unknown> }[] | null;
 };
 
-let compiled: { schema: Schema; validate: Validator } | null = null;
-
-function schema(): { schema: Schema; validate: Validator } {
-  if (compiled === null) {
-    if (!existsSync(SCHEMA_PATH)) {
-      throw new Error(`the bundle schema is not at ${SCHEMA_PATH}; this engine reads it from the edgedec ` +
-        "repository it lives in (edgedec/bundle.schema.json)");
-    }
-    const s = JSON.parse(readFileSync(SCHEMA_PATH, "utf8")) as Schema;
-    // ajv is CommonJS: its module object is the Ajv2020 class itself
-    const Ajv2020 = Ajv2020Module as unknown as typeof Ajv2020Module.default;
-    const ajv = new Ajv2020({ allErrors: false, strict: false });
-    compiled = { schema: s, validate: ajv.compile(s) as Validator };
-  }
-  return compiled;
-}
+/** edgedec/bundle.schema.json, as the engine was built with. */
+export const SCHEMA = bundleSchema as Schema;
+const validate = validateManifest as Validator;
 
 /** The bundle versions this engine reads: the schema's version range. */
 export function versionRange(): [number, number] {
-  const v = schema().schema.properties.version;
+  const v = SCHEMA.properties.version;
   return [v.minimum, v.maximum];
 }
 
@@ -137,20 +108,21 @@ function show(value: unknown): string {
 }
 
 /** Read and check the bundle at `path`; BundleError names the first problem and its fix. */
-export function readBundle(path: string): Bundle {
-  const p = resolve(path);
-  if (!existsSync(p)) {
+export function readBundle(path: string, platform: Platform = getPlatform()): Bundle {
+  const p = platform.resolve(path);
+  const info = platform.stat(p);
+  if (info === null) {
     throw new BundleError(`no bundle at ${p}; push one with adb push BUNDLE_FOLDER ${p} ` +
       "(a folder made by 'edgedec export')");
   }
-  const manifestPath = join(p, MANIFEST);
-  if (!statSync(p).isDirectory() || !existsSync(manifestPath)) {
+  const manifestPath = platform.join(p, MANIFEST);
+  if (!info.isDirectory || platform.stat(manifestPath) === null) {
     throw new BundleError(`${p} is not an edgedec bundle (no ${MANIFEST}); push a whole folder made by ` +
       `'edgedec export' with adb push BUNDLE_FOLDER ${p}`);
   }
   let data: unknown;
   try {
-    data = JSON.parse(readFileSync(manifestPath, "utf8"));
+    data = JSON.parse(platform.readText(manifestPath));
   } catch (e) {
     throw new BundleError(`${manifestPath} is corrupt (${(e as Error).message}); export the bundle again ` +
       "and push it with adb push");
@@ -174,7 +146,6 @@ export function readBundle(path: string): Bundle {
     throw new BundleError(`${p} is bundle format version ${version}, older than this app reads ` +
       `(${lo}..${hi}); export it again with a current edgedec and push it with adb push`);
   }
-  const { validate } = schema();
   if (!validate(data)) {
     const e = validate.errors?.[0];
     const where = e?.instancePath ? `'${e.instancePath.slice(1).replaceAll("/", ".")}'` : "the manifest";
@@ -190,18 +161,19 @@ export function readBundle(path: string): Bundle {
   }
   const needed = [...segs.map((s) => s.file), m.head.file, m.tokenizer.file];
   for (const name of needed) {
-    const f = join(p, name);
-    if (!existsSync(f)) {
+    const f = platform.join(p, name);
+    if (platform.stat(f) === null) {
       throw new BundleError(`${p} is missing ${name}; push the whole bundle folder again with adb push`);
     }
     for (const g of [f, f + ".data"]) {    // a graph's weights (external data), when the manifest lists them
       const want = m.files?.[g.slice(p.length + 1)]?.bytes;
-      if (want !== undefined && (!existsSync(g) || statSync(g).size !== want)) {
-        const got = existsSync(g) ? `${statSync(g).size} bytes` : "missing";
+      const size = want === undefined ? undefined : platform.stat(g)?.size;
+      if (want !== undefined && size !== want) {
+        const got = size === undefined ? "missing" : `${size} bytes`;
         throw new BundleError(`${g} is ${got}, the manifest says ${want} bytes; the copy is incomplete, ` +
           "push the bundle folder again with adb push");
       }
     }
   }
-  return new Bundle(p, m);
+  return new Bundle(p, m, platform);
 }

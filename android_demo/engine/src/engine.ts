@@ -1,6 +1,7 @@
 /**
- * The engine: a bundle's segment graphs and head graph under onnxruntime-node, and conversations on them
- * that decode exactly as the Python runtime's plain mode (edgedec/runtimes/onnxruntime.py, session.py).
+ * The engine: a bundle's segment graphs and head graph under ONNX Runtime (onnxruntime-node, or the
+ * platform's: platform.ts), and conversations on them that decode exactly as the Python runtime's plain
+ * mode (edgedec/runtimes/onnxruntime.py, session.py).
  *
  *     const engine = await Engine.load("/data/local/tmp/SmolLM2-135M-Instruct-int4");
  *     const chat = engine.session();                 // one conversation: its KV cache and history
@@ -8,7 +9,7 @@
  *                                   (step) => process.stdout.write(step.text));
  *
  * KV cache. Each layer has one Float32Array for keys and one for values, [1, n_kv_heads, capacity,
- * head_dim]. Every call feeds the same Tensor as `past_key_i` and fetches it as `present_key_i` (a
+ * head_dim] (Int8Array for a mobile bundle, whose graphs have an int8 cache built in: a quarter of the bytes). Every call feeds the same Tensor as `past_key_i` and fetches it as `present_key_i` (a
  * preallocated output in session.run's fetches), so GroupQueryAttention sees one buffer and writes the
  * new positions in place, as the Python runtime's IO binding does. onnxruntime-node (1.30) then copies
  * every fetched output into a fresh JS buffer for the result object, whatever we do with it; that copy
@@ -24,9 +25,10 @@
  * A conversation reuses the longest common prefix of its next prompt with what its cache holds, so a chat
  * turn prefills only the new message (`Result.nFedTokens`, `Runner.tokensFed` count what was fed).
  */
-import { InferenceSession, Tensor } from "onnxruntime-node";
+import type { InferenceSession, Tensor } from "onnxruntime-common";
 
-import { Bundle, LlamaConfig, readBundle, Segment } from "./bundle.js";
+import { Bundle, BundleError, LlamaConfig, readBundle, Segment } from "./bundle.js";
+import { getPlatform, type Ort, type Platform } from "./platform.js";
 import { plain } from "./plain.js";
 import { samplerConfig, Sampler, SamplerConfig } from "./sampling.js";
 import { Message, TextStream, Tokenizer } from "./tokenizer.js";
@@ -46,6 +48,7 @@ export interface EngineOptions {
   nCtx?: number;          // positions each conversation's cache may hold (default 2048, as Python's load)
   cacheChunk?: number;    // the cache grows this many positions at a time (default 64)
   spinning?: boolean;     // let ORT's idle workers spin between calls (default false; see README)
+  platform?: Platform;    // file reads and ONNX Runtime (default: the one set with setPlatform)
 }
 
 export class Engine {
@@ -55,9 +58,15 @@ export class Engine {
 
   private constructor(readonly bundle: Bundle, readonly tokenizer: Tokenizer,
                       readonly sessions: InferenceSession[], readonly head: InferenceSession,
-                      readonly nCtx: number, readonly threads: number, readonly cacheChunk: number) {
+                      readonly nCtx: number, readonly threads: number, readonly cacheChunk: number,
+                      readonly cacheType: CacheType) {
     this.config = bundle.config;
     this.segments = bundle.segments;
+  }
+
+  /** The ONNX Runtime API the graphs run on (the platform's). */
+  get ort(): Ort {
+    return this.bundle.platform.ort;
   }
 
   /** Load the bundle at `path` (readBundle's checks first, then the graphs). */
@@ -65,10 +74,12 @@ export class Engine {
     const threads = opts.threads ?? 2;
     const nCtx = opts.nCtx ?? 2048;
     if (!Number.isInteger(threads) || threads < 1) throw new RangeError("threads must be at least 1");
-    const bundle = readBundle(path);
+    const platform = opts.platform ?? getPlatform();
+    const bundle = readBundle(path, platform);
     if (!Number.isInteger(nCtx) || nCtx < 1 || nCtx > bundle.config.context) {
       throw new RangeError(`nCtx ${nCtx} is out of range; this model supports 1..${bundle.config.context}`);
     }
+    const cacheType = bundleCacheType(bundle);
     const tokenizer = new Tokenizer(bundle);
     const options: InferenceSession.SessionOptions = {
       executionProviders: ["cpu"],
@@ -81,7 +92,7 @@ export class Engine {
     };
     const load = async (file: string) => {
       try {
-        return await InferenceSession.create(bundle.file(file), options);
+        return await platform.ort.InferenceSession.create(bundle.file(file), options);
       } catch (e) {
         const first = String((e as Error).message).split("\n")[0].slice(0, 200);
         throw new Error(`${bundle.file(file)} could not be loaded by ONNX Runtime (${first}); ` +
@@ -91,7 +102,7 @@ export class Engine {
     const sessions = [];
     for (const s of bundle.segments) sessions.push(await load(s.file));
     const head = await load(bundle.manifest.head.file);
-    return new Engine(bundle, tokenizer, sessions, head, nCtx, threads, opts.cacheChunk ?? 64);
+    return new Engine(bundle, tokenizer, sessions, head, nCtx, threads, opts.cacheChunk ?? 64, cacheType);
   }
 
   /** A new conversation on this model, with an empty KV cache. */
@@ -126,6 +137,21 @@ export class Engine {
   }
 }
 
+/** The cache types this engine runs: the graphs' own. A mobile bundle (edgedec export --target mobile) has its
+ * type built into the graphs (int8, scaled inside them); any other bundle's graphs take an fp32 cache. */
+export type CacheType = "fp32" | "int8";
+const CACHE_ARRAYS = { fp32: Float32Array, int8: Int8Array } as const;
+const CACHE_TENSOR_TYPES = { fp32: "float32", int8: "int8" } as const;
+
+export function bundleCacheType(bundle: Bundle): CacheType {
+  const built = (bundle.manifest.mobile as { cache?: string } | null | undefined)?.cache ?? "fp32";
+  if (!(built in CACHE_ARRAYS)) {
+    throw new BundleError(`${bundle.path} has a ${built} KV cache built into its graphs, which this engine does ` +
+      "not run (fp32 or int8); export it again with edgedec export --target mobile");
+  }
+  return built as CacheType;
+}
+
 /** One preallocated buffer per layer for keys and one for values, and how many positions are valid. */
 export class KVCache {
   keys: Tensor[] = [];
@@ -133,7 +159,8 @@ export class KVCache {
   capacity = 0;
   length = 0;
 
-  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number) {}
+  constructor(readonly nLayers: number, readonly nKvHeads: number, readonly headDim: number,
+              private readonly ort: Ort = getPlatform().ort, readonly type: CacheType = "fp32") {}
 
   /** Make room for `total` positions, in steps of `chunk`, up to `limit`; true when the buffers changed. */
   reserve(total: number, chunk: number, limit: number): boolean {
@@ -141,14 +168,14 @@ export class KVCache {
     const cap = Math.min(Math.ceil(total / chunk) * chunk, limit);
     const [h, d] = [this.nKvHeads, this.headDim];
     const grow = (old: Tensor | undefined) => {
-      const data = new Float32Array(h * cap * d);
+      const data = new CACHE_ARRAYS[this.type](h * cap * d);
       if (old !== undefined && this.length > 0) {        // the positions held, head by head
-        const src = old.data as Float32Array;
+        const src = old.data as Float32Array | Int8Array;
         for (let j = 0; j < h; j++) {
           data.set(src.subarray(j * this.capacity * d, (j * this.capacity + this.length) * d), j * cap * d);
         }
       }
-      return new Tensor("float32", data, [1, h, cap, d]);
+      return new this.ort.Tensor(CACHE_TENSOR_TYPES[this.type], data, [1, h, cap, d]);
     };
     this.keys = Array.from({ length: this.nLayers }, (_, i) => grow(this.keys[i]));
     this.values = Array.from({ length: this.nLayers }, (_, i) => grow(this.values[i]));
@@ -157,7 +184,7 @@ export class KVCache {
   }
 
   get nbytes(): number {
-    return 2 * this.nLayers * this.nKvHeads * this.capacity * this.headDim * 4;
+    return 2 * this.nLayers * this.nKvHeads * this.capacity * this.headDim * CACHE_ARRAYS[this.type].BYTES_PER_ELEMENT;
   }
 }
 
@@ -169,10 +196,13 @@ export class Runner {
   private fetches: Record<string, Tensor | null>[] = [];
   private readonly seqlens = new Int32Array(1);     // (tokens in cache after this call) - 1
   private readonly total = new Int32Array(1);       // tokens in cache after this call
-  private readonly seqlensTensor = new Tensor("int32", this.seqlens, [1]);
-  private readonly totalTensor = new Tensor("int32", this.total, []);
+  private readonly seqlensTensor: Tensor;
+  private readonly totalTensor: Tensor;
 
-  constructor(readonly engine: Engine, readonly nCtx: number) {}
+  constructor(readonly engine: Engine, readonly nCtx: number) {
+    this.seqlensTensor = new engine.ort.Tensor("int32", this.seqlens, [1]);
+    this.totalTensor = new engine.ort.Tensor("int32", this.total, []);
+  }
 
   get length(): number {
     return this.cache?.length ?? 0;
@@ -198,7 +228,7 @@ export class Runner {
   /** Run every layer on new tokens: hidden [1, S, H]. The positions written are length .. length+S-1. */
   async layers(tokens: readonly number[]): Promise<Tensor> {
     const cfg = this.engine.config;
-    this.cache ??= new KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim);
+    this.cache ??= new KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, this.engine.ort, this.engine.cacheType);
     const n = tokens.length;
     const past = this.cache.length;
     if (past + n > this.nCtx) {
@@ -208,7 +238,7 @@ export class Runner {
     if (this.cache.reserve(past + n, this.engine.cacheChunk, this.nCtx) || !this.feeds.length) this.bind();
     this.seqlens[0] = past + n - 1;
     this.total[0] = past + n;
-    let out: Tensor = new Tensor("int64", BigInt64Array.from(tokens, BigInt), [1, n]);
+    let out: Tensor = new this.engine.ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [1, n]);
     for (let s = 0; s < this.engine.segments.length; s++) {
       const feeds = { ...this.feeds[s], [s === 0 ? "input_ids" : "hidden_in"]: out };
       const result = await this.engine.sessions[s].run(feeds, this.fetches[s]);
@@ -230,7 +260,9 @@ export class Runner {
     let h = await this.layers(tokens);
     const [rows, H] = [h.dims[1], h.dims[2]];
     if (rows > 1) {          // the head reads the last row only, as Python's forward slices hidden[:, -1:]
-      h = new Tensor("float32", (h.data as Float32Array).subarray((rows - 1) * H, rows * H), [1, 1, H]);
+      // a copy, not a subarray: onnxruntime-react-native 1.24.3 ignores a typed array's byteOffset
+      const last = (h.data as Float32Array).slice((rows - 1) * H, rows * H);
+      h = new this.engine.ort.Tensor("float32", last, [1, 1, H]);
     }
     return this.head(h);
   }

@@ -9,8 +9,6 @@
  * Streaming never hands out a broken UTF-8 character: byte-level BPE can split one character over
  * several tokens, so text is only released once the decoded tail no longer ends in U+FFFD.
  */
-import { readFileSync } from "node:fs";
-
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 
@@ -36,7 +34,7 @@ export class Tokenizer {
   constructor(bundle: Bundle) {
     const t = bundle.manifest.tokenizer;
     try {
-      const json = JSON.parse(readFileSync(bundle.file(t.file), "utf8"));
+      const json = JSON.parse(bundle.platform.readText(bundle.file(t.file)));
       // no tokenizer_config.json in a bundle: decode as the Rust library does (no clean-up of spaces)
       this.hf = new HFTokenizer(json, { clean_up_tokenization_spaces: false });
     } catch (e) {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 
-import { BundleError, MANIFEST, readBundle, SCHEMA_PATH, versionRange } from "../src/bundle.js";
+import { BundleError, MANIFEST, readBundle, SCHEMA, SCHEMA_PATH, versionRange } from "../src/node.js";
 import { BUNDLE, SKIP_BUNDLE } from "./env.js";
 
 const root = mkdtempSync(join(tmpdir(), "edgedec-engine-"));
@@ -26,6 +26,7 @@ function rejects(path: string, pattern: RegExp): string {
 
 test("the schema is edgedec's own file, and gives the version range", () => {
   assert.match(SCHEMA_PATH, /edgedec[/\\]bundle\.schema\.json$/);
+  assert.deepEqual(SCHEMA, JSON.parse(readFileSync(SCHEMA_PATH, "utf8")), "src/schema.ts is out of date: npm run build");
   const [lo, hi] = versionRange();
   assert.ok(Number.isInteger(lo) && Number.isInteger(hi) && lo <= hi);
 });
@@ -100,9 +101,10 @@ describe("manifests changed from a real one", { skip: SKIP_BUNDLE }, () => {
     rmSync(join(p, good.segments[0].file));
     rejects(p, new RegExp(`is missing ${good.segments[0].file}; push the whole bundle folder again`));
     const q = variant("halfcopy", () => {});
-    const data = join(q, good.head.file + ".data");
-    rmSync(data);
-    writeFileSync(data, "truncated");
-    rejects(q, /head\.onnx\.data is 9 bytes, the manifest says \d+ bytes; the copy is incomplete/);
+    // the head's weights: head.onnx.data, or the whole head.ort of a mobile bundle
+    const name = good.files?.[good.head.file + ".data"] ? good.head.file + ".data" : good.head.file;
+    rmSync(join(q, name));
+    writeFileSync(join(q, name), "truncated");
+    rejects(q, new RegExp(`${name.split(".").join("\\.")} is 9 bytes, the manifest says \\d+ bytes; the copy is incomplete`));
   });
 });

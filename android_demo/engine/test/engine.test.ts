@@ -2,8 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { Engine, Result } from "../src/engine.js";
-import { top2 } from "../src/sampling.js";
+import { Engine, Result, top2 } from "../src/node.js";
 import { BUNDLE, REFERENCE, SKIP } from "./env.js";
 
 /** The most a top-2 logit gap may be where the two runtimes pick different greedy tokens. */

@@ -2,8 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { readBundle } from "../src/bundle.js";
-import { findStop, StreamDecoder, stopPrefixLen, TextStream, Tokenizer } from "../src/tokenizer.js";
+import { findStop, readBundle, StreamDecoder, stopPrefixLen, TextStream, Tokenizer } from "../src/node.js";
 import { BUNDLE, REFERENCE, SKIP } from "./env.js";
 
 /** The first index where a and b differ, or -1. */
