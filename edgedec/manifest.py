@@ -152,10 +152,13 @@ class Mobile:
     cache: str = _doc("the KV cache type built into the segment graphs (ORT-format graphs take no load-time "
                       "variants)")
     bundle_mb: float = _doc("the bundle's size")
-    loaded_rss_mb: float = _doc("peak RSS that loading the bundle and decoding a few tokens added, measured at export")
+    loaded_rss_mb: float = _doc("peak RSS that loading the bundle and reading a prompt of prefill_chunk tokens "
+                                "added, measured at export")
     rss_mb: dict[str, float] = _doc("expected peak RSS (MB) at a context of N positions: loaded_rss_mb plus the "
                                     "cache's bytes; an estimate")
     measured_on: str = _doc("where loaded_rss_mb was measured")
+    prefill_chunk: int = _doc("prompts are read this many tokens per graph call, which bounds the activations' "
+                              "memory (a phone's runtime does the same)", default=256)
 
 
 @dataclass(frozen=True)

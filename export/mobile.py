@@ -8,10 +8,12 @@ A mobile bundle is an ordinary bundle made smaller and fixed for a phone:
 - The phone's KV cache type is built into the segment graphs (export/kv.py `cache_variant`), because an
   ORT-format graph cannot be rewritten when it loads: int8, a quarter of fp32's bytes at +0.2% perplexity.
 - What a phone does not run is left out: the GGUF (llama.cpp) and trained drafts (self-speculation).
+- Prompts are read `prefill_chunk` (256) tokens per call, in Python and in the phone engine alike: the
+  activations of one long call are what a phone runs out of memory on.
 - A size report goes into the manifest: the bundle's MB, and the expected peak RSS at 2k and 8k positions:
-  what the graphs and runtime take once loaded (measured here, with edgedec's own runtime in a child process,
-  above the interpreter's baseline) plus the cache's bytes for that many positions. It is an estimate:
-  the phone's allocator and ONNX Runtime build differ.
+  what the graphs and runtime take once loaded and through one prefill chunk (measured here, with edgedec's
+  own runtime in a child process, above the interpreter's baseline) plus the cache's bytes for that many
+  positions. It is an estimate: the phone's allocator and ONNX Runtime build differ.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from edgedec.errors import EdgedecError
 from .kv import bytes_per_token, cache_variant, load_ranges
 
 CACHE = "int8"
+PREFILL_CHUNK = 256     # tokens per prefill call on a phone: a 2,000-token prompt at once peaked ~340 MB higher
 RSS_AT = (2048, 8192)
 TARGETS = ("desktop", "mobile")
 
@@ -58,7 +61,7 @@ def to_mobile(tmp: Path, manifest: mf.Manifest, files) -> mf.Manifest:
         (tmp / manifest.gguf.file).unlink()
     manifest = dataclasses.replace(manifest, segments=segments, head=head, drafts=[], gguf=None, files=files(tmp))
     report = mf.Mobile(cache=CACHE, bundle_mb=round(sum(f.bytes for f in manifest.files.values()) / 1e6, 1),
-                       loaded_rss_mb=0.0, rss_mb={}, measured_on="")
+                       loaded_rss_mb=0.0, rss_mb={}, measured_on="", prefill_chunk=PREFILL_CHUNK)
     mf.write(tmp, dataclasses.replace(manifest, mobile=report))      # (what the measurement loads)
     rss = _loaded_rss_mb(tmp)
     per_token = bytes_per_token(CACHE, manifest.config.n_layers, manifest.config.n_kv_heads,
@@ -97,17 +100,20 @@ def rss(key):
 import numpy, onnxruntime, edgedec
 before = rss("VmRSS:")
 model = edgedec.load(sys.argv[1], verify=False)
-model.generate("Hello, how are you today?", max_tokens=8)
+ids = model.tokenizer.encode("Hello, how are you today? " * 100)[:int(sys.argv[2]) + 8]
+model.generate(ids, max_tokens=8)     # (a whole prefill chunk, then decoding: the activations' peak)
 print(json.dumps({"mb": rss("VmHWM:") - before}))
 """
 
 
 def _loaded_rss_mb(bundle: Path) -> float:
-    """Peak RSS (MB) that loading the bundle and decoding a few tokens adds above the interpreter's."""
+    """Peak RSS (MB) that loading the bundle, reading a prompt of one prefill chunk and decoding a few tokens
+    adds above the interpreter's."""
     if not Path("/proc/self/status").exists():
         raise EdgedecError("--target mobile measures memory through /proc, which this system lacks; "
                            "export on Linux")
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(bundle)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(bundle), str(PREFILL_CHUNK)], capture_output=True,
+                         text=True)
     if out.returncode != 0:
         raise EdgedecError(f"the mobile bundle did not load for its size report: {out.stderr.strip()[-300:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["mb"]

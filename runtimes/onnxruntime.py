@@ -87,6 +87,7 @@ class OrtEngine:
         self.k_scales = None
         variant = None
         mobile = bundle.manifest.mobile
+        self.prefill_chunk = mobile.prefill_chunk if mobile else None
         if mobile and kv.evicts:
             raise ModeError("a mobile bundle's ORT-format graphs cannot be rebuilt to evict; drop $kv_window, or "
                             "export without --target mobile")
@@ -359,10 +360,11 @@ class OrtRunner:
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Full model on new tokens: logits [S, V] (or [1, V] for the last position only). An evicting
-        cache reads a long input in chunks that fit between evictions."""
+        cache reads a long input in chunks that fit between evictions; a mobile bundle, in its prefill_chunk."""
         tokens = np.asarray(tokens)
         kv = self.engine.kv
-        chunk = self.n_ctx - kv.sinks - kv.window - 2 if kv.evicts else max(len(tokens), 1)
+        chunk = (self.n_ctx - kv.sinks - kv.window - 2 if kv.evicts
+                 else self.engine.prefill_chunk or max(len(tokens), 1))
         logits = []
         for s in range(0, len(tokens), chunk):
             h, _ = self.layers(tokens[s:s + chunk])

@@ -59,7 +59,7 @@ export class Engine {
   private constructor(readonly bundle: Bundle, readonly tokenizer: Tokenizer,
                       readonly sessions: InferenceSession[], readonly head: InferenceSession,
                       readonly nCtx: number, readonly threads: number, readonly cacheChunk: number,
-                      readonly cacheType: CacheType) {
+                      readonly cacheType: CacheType, readonly prefillChunk: number) {
     this.config = bundle.config;
     this.segments = bundle.segments;
   }
@@ -102,7 +102,11 @@ export class Engine {
     const sessions = [];
     for (const s of bundle.segments) sessions.push(await load(s.file));
     const head = await load(bundle.manifest.head.file);
-    return new Engine(bundle, tokenizer, sessions, head, nCtx, threads, opts.cacheChunk ?? 64, cacheType);
+    // a mobile bundle's prompts are read prefill_chunk tokens per call (as its Python runtime does): one long
+    // call's activations are what a phone runs out of memory on
+    const chunk = (bundle.manifest.mobile as { prefill_chunk?: number } | null | undefined)?.prefill_chunk;
+    return new Engine(bundle, tokenizer, sessions, head, nCtx, threads, opts.cacheChunk ?? 64, cacheType,
+                      chunk ?? Infinity);
   }
 
   /** A new conversation on this model, with an empty KV cache. */
@@ -255,9 +259,11 @@ export class Runner {
     return result.logits.data as Float32Array;
   }
 
-  /** Full model on new tokens: the logits of the last position [vocab]. */
+  /** Full model on new tokens (in prefillChunk pieces): the logits of the last position [vocab]. */
   async forward(tokens: readonly number[]): Promise<Float32Array> {
-    let h = await this.layers(tokens);
+    const chunk = Math.min(this.engine.prefillChunk, Math.max(tokens.length, 1));
+    let h!: Tensor;
+    for (let s = 0; s < Math.max(tokens.length, 1); s += chunk) h = await this.layers(tokens.slice(s, s + chunk));
     const [rows, H] = [h.dims[1], h.dims[2]];
     if (rows > 1) {          // the head reads the last row only, as Python's forward slices hidden[:, -1:]
       // a copy, not a subarray: onnxruntime-react-native 1.24.3 ignores a typed array's byteOffset
