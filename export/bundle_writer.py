@@ -75,6 +75,8 @@ def export_bundle(source, out: str | Path, quant: str = "int4", cuts: str | None
     if quant in CALIBRATED and not FOUR_BIT & set(src.tensor_types.values()):
         raise EdgedecError(f"$quant {quant} re-fits 4-bit GGUF blocks (Q4_0, Q4_1, Q4_K), and {src.name} has none; "
                            "choose int4, int8 or fp32")
+    if target == "mobile" and cuts is None:
+        cuts = str(cfg.n_layers)       # one segment: fewer calls a token, and its workers may spin (android_demo)
     cut_list = parse_cuts(cuts, cfg.n_layers)
     fingerprint = model_fingerprint(src)
     adapters = [read_adapter(spec, cfg) for spec in lora]

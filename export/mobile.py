@@ -7,6 +7,8 @@ A mobile bundle is an ordinary bundle made smaller and fixed for a phone:
   session.enable_saved_runtime_optimizations=1. Nothing specific to the export machine's CPU is baked in.
 - The phone's KV cache type is built into the segment graphs (export/kv.py `cache_variant`), because an
   ORT-format graph cannot be rewritten when it loads: int8, a quarter of fp32's bytes at +0.2% perplexity.
+- All layers are one segment graph unless --cuts says otherwise: a phone calls it once a token, and the Node
+  engine lets its idle workers spin (android_demo/engine/README.md).
 - What a phone does not run is left out: the GGUF (llama.cpp) and trained drafts (self-speculation).
 - Prompts are read `prefill_chunk` (256) tokens per call, in Python and in the phone engine alike: the
   activations of one long call are what a phone runs out of memory on.

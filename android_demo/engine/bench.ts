@@ -2,7 +2,7 @@
  * Decode speed of the engine under Node: a short prompt, 64 new tokens (past the end of turn), median of
  * 3 runs, each on a fresh conversation.
  *
- *     npm run bench -- [BUNDLE] [--threads N] [--chunk N] [--spinning] [--tokens N] [--runs N] [--context N]
+ *     npm run bench -- [BUNDLE] [--threads N] [--chunk N] [--spinning | --no-spinning] [--tokens N] [--runs N] [--context N]
  *
  * bench_python.py measures the Python runtime the same way.
  */
@@ -20,7 +20,8 @@ const flag = (name: string, fallback: number) => {
 const bundle = args.find((a, i) => !a.startsWith("--") && !VALUED.includes(args[i - 1])) ??
   join(homedir(), ".cache", "edgedec", "SmolLM2-135M-Instruct-int4");
 const threads = flag("--threads", 2), tokens = flag("--tokens", 64), runs = flag("--runs", 3);
-const chunk = flag("--chunk", 64), context = flag("--context", 0), spinning = args.includes("--spinning");
+const chunk = flag("--chunk", 64), context = flag("--context", 0);
+const spinning = args.includes("--spinning") ? true : args.includes("--no-spinning") ? false : undefined;   // (the engine's default)
 const PROMPT = "Write a short story about a lighthouse keeper.";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -36,7 +37,7 @@ for (let i = 0; i < runs; i++) {
 }
 await engine.release();
 console.log(JSON.stringify({
-  runtime: "node", threads, chunk, spinning, context, tokens, runs,
+  runtime: "node", threads, chunk, spinning: spinning ?? "default", context, tokens, runs,
   decode_tok_s: median(decode), prefill_tok_s: median(prefill), decode_runs: decode.map((x) => +x.toFixed(1)),
   cache: engine.cacheType, peak_rss_mb: process.resourceUsage().maxRSS / 1024,   // (the process's high-water mark)
 }));
