@@ -1,7 +1,7 @@
 """The TypeScript engine of the Android demo (android_demo/engine) against the Python runtime.
 
 Python writes what the engine must reproduce (tokenizer ids for real text, chat-templated prompt ids,
-greedy tokens of plain decoding, a two-turn chat) to a JSON file; `npm test` then runs the engine's own
+greedy tokens of plain decoding, and of plain --exact for the engine's lookup, a two-turn chat) to a JSON file; `npm test` then runs the engine's own
 tests (Node's test runner) on the same bundle with that reference. Needs npm; `npm ci` runs only when
 node_modules is missing or older than package-lock.json (it then needs the npm registry).
 """
@@ -33,6 +33,8 @@ def write_reference(bundle: Path, lear: str, path: Path) -> dict:
     lines = [line for line in lear.splitlines() if line.strip()][:80]
     texts = [lear] + lines + code_prompts(5) + writing_prompts(5) + UNICODE
     greedy = [m.session().generate(p, max_tokens=MAX_TOKENS).tokens for p in prompts]   # fresh cache each
+    exact = edgedec.load(bundle, exact=True)          # plain on the many-row path: what lookup must equal
+    exact_greedy = [exact.session().generate(p, max_tokens=MAX_TOKENS).tokens for p in prompts]
     chat = m.session()
     turn1 = [{"role": "user", "content": prompts[3]}]
     r1 = chat.generate(messages=turn1, max_tokens=CHAT_TOKENS)
@@ -43,6 +45,7 @@ def write_reference(bundle: Path, lear: str, path: Path) -> dict:
         "prompts": prompts,
         "templated_ids": [m.encode_prompt(p) for p in prompts],
         "greedy_tokens": greedy,
+        "exact_greedy_tokens": exact_greedy,
         "max_tokens": MAX_TOKENS,
         "texts": texts,
         "text_ids": [m.tokenizer.encode(t) for t in texts],

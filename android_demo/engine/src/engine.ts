@@ -29,6 +29,7 @@ import type { InferenceSession, Tensor } from "onnxruntime-common";
 
 import { Bundle, BundleError, LlamaConfig, readBundle, Segment } from "./bundle.js";
 import { getPlatform, type Ort, type Platform } from "./platform.js";
+import { lookup, type LookupStep } from "./lookup.js";
 import { plain } from "./plain.js";
 import { samplerConfig, Sampler, SamplerConfig } from "./sampling.js";
 import { Message, TextStream, Tokenizer } from "./tokenizer.js";
@@ -207,6 +208,8 @@ export class Runner {
   private readonly seqlensTensor: Tensor;
   private readonly totalTensor: Tensor;
 
+  minRows = 1;                      // the row path: 1, or 2 (many-row kernels for every call; lookup's)
+
   constructor(readonly engine: Engine, readonly nCtx: number) {
     this.seqlensTensor = new engine.ort.Tensor("int32", this.seqlens, [1]);
     this.totalTensor = new engine.ort.Tensor("int32", this.total, []);
@@ -233,20 +236,27 @@ export class Runner {
     }
   }
 
-  /** Run every layer on new tokens: hidden [1, S, H]. The positions written are length .. length+S-1. */
+  /**
+   * Run every layer on new tokens: hidden [1, S, H]. The positions written are length .. length+S-1. On the
+   * many-row path (minRows 2) a one-token call is padded to two rows, the last token repeated, and the
+   * padding row's position is dropped (edgedec/runtimes/onnxruntime.py, "Row paths").
+   */
   async layers(tokens: readonly number[]): Promise<Tensor> {
     const cfg = this.engine.config;
     this.cache ??= new KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, this.engine.ort, this.engine.cacheType);
     const n = tokens.length;
+    const rows = Math.max(n, this.minRows);
     const past = this.cache.length;
     if (past + n > this.nCtx) {
       throw new ContextOverflowError(`${past + n} positions do not fit the ${this.nCtx}-token context; ` +
         "reset the conversation, shorten the prompt, or raise nCtx");
     }
-    if (this.cache.reserve(past + n, this.engine.cacheChunk, this.nCtx) || !this.feeds.length) this.bind();
-    this.seqlens[0] = past + n - 1;
-    this.total[0] = past + n;
-    let out: Tensor = new this.engine.ort.Tensor("int64", BigInt64Array.from(tokens, BigInt), [1, n]);
+    // (one slot past nCtx, as Python's cache has, for a padding row at the end of the context)
+    if (this.cache.reserve(past + rows, this.engine.cacheChunk, this.nCtx + 1) || !this.feeds.length) this.bind();
+    this.seqlens[0] = past + rows - 1;
+    this.total[0] = past + rows;
+    const ids = BigInt64Array.from({ length: rows }, (_, i) => BigInt(tokens[Math.min(i, n - 1)]));
+    let out: Tensor = new this.engine.ort.Tensor("int64", ids, [1, rows]);
     for (let s = 0; s < this.engine.segments.length; s++) {
       const feeds = { ...this.feeds[s], [s === 0 ? "input_ids" : "hidden_in"]: out };
       const result = await this.engine.sessions[s].run(feeds, this.fetches[s]);
@@ -254,13 +264,28 @@ export class Runner {
     }
     this.cache.length += n;
     this.tokensFed += n;
-    return out;
+    return rows > n ? this.rows(out, 0, n) : out;
   }
 
-  /** Logits [S * vocab] (row-major) of the head on hidden [1, S, H]. */
+  /** Rows [from, to) of hidden [1, S, H], as a tensor of its own. */
+  private rows(hidden: Tensor, from: number, to: number): Tensor {
+    const H = hidden.dims[2];
+    // a copy, not a subarray: onnxruntime-react-native 1.24.3 ignores a typed array's byteOffset
+    const data = (hidden.data as Float32Array).slice(from * H, to * H);
+    return new this.engine.ort.Tensor("float32", data, [1, to - from, H]);
+  }
+
+  /** Logits [S * vocab] (row-major) of the head on hidden [1, S, H] (padded to minRows, as layers). */
   async head(hidden: Tensor): Promise<Float32Array> {
+    const [n, H] = [hidden.dims[1], hidden.dims[2]];
+    if (n < this.minRows) {
+      const data = new Float32Array(this.minRows * H);
+      for (let i = 0; i < this.minRows; i++) data.set(hidden.data as Float32Array, i * H);
+      hidden = new this.engine.ort.Tensor("float32", data, [1, this.minRows, H]);
+    }
     const result = await this.engine.head.run({ hidden });
-    return result.logits.data as Float32Array;
+    const logits = result.logits.data as Float32Array;
+    return n < this.minRows ? logits.slice(0, n * this.engine.config.vocab) : logits;
   }
 
   /** Full model on new tokens (in prefillChunk pieces): the logits of the last position [vocab]. */
@@ -268,13 +293,15 @@ export class Runner {
     const chunk = Math.min(this.engine.prefillChunk, Math.max(tokens.length, 1));
     let h!: Tensor;
     for (let s = 0; s < Math.max(tokens.length, 1); s += chunk) h = await this.layers(tokens.slice(s, s + chunk));
-    const [rows, H] = [h.dims[1], h.dims[2]];
-    if (rows > 1) {          // the head reads the last row only, as Python's forward slices hidden[:, -1:]
-      // a copy, not a subarray: onnxruntime-react-native 1.24.3 ignores a typed array's byteOffset
-      const last = (h.data as Float32Array).slice((rows - 1) * H, rows * H);
-      h = new this.engine.ort.Tensor("float32", last, [1, 1, H]);
-    }
-    return this.head(h);
+    const rows = h.dims[1];    // the head reads the last row only, as Python's forward slices hidden[:, -1:]
+    return this.head(rows > 1 ? this.rows(h, rows - 1, rows) : h);
+  }
+
+  /** Full model on a few new tokens in one call: the logits of every position, one array per token. */
+  async forwardAll(tokens: readonly number[]): Promise<Float32Array[]> {
+    const logits = await this.head(await this.layers(tokens));
+    const V = this.engine.config.vocab;
+    return tokens.map((_, i) => logits.subarray(i * V, (i + 1) * V));
   }
 
   /** Forget positions from `length` on (the next call overwrites them in place). */
@@ -306,6 +333,7 @@ export interface GenerateOptions {
   ignoreEos?: boolean;            // go on past the model's end of turn
   keepLogits?: boolean;           // Result.logits: the logits each token was chosen from
   signal?: AbortSignal;           // stop early (finishReason "abort")
+  mode?: "plain" | "lookup";      // lookup: drafts from the context, verified in one call (lookup.ts)
 }
 
 /** One streamed step: a token and the text it completes (may be "" mid-character). */
@@ -334,6 +362,7 @@ export interface Result {
   finishReason: FinishReason;
   notice: string | null;
   logits?: Float32Array[];        // with keepLogits: per token, the logits it was chosen from
+  nLookupTokens: number;          // tokens that came from accepted lookup drafts
 }
 
 /** One conversation on an Engine: its token history and its KV cache (edgedec/session.py). */
@@ -423,8 +452,15 @@ export class Session {
     let finish: FinishReason | null = null;
     let prefill = 0, decodeRate = 0;
     const fed = this.reusePrefix(ids);
+    const mode = options.mode ?? "plain";
+    if (mode !== "plain" && mode !== "lookup") throw new RangeError(`mode ${mode} is unknown; choose plain or lookup`);
+    // lookup verifies many rows at once, so every call of it runs on the many-row kernels (Python's --exact)
+    this.backend.minRows = mode === "lookup" ? 2 : 1;
+    const steps = mode === "lookup" ? lookup(this.backend, fed, sample, history) : plain(this.backend, fed, sample, history);
+    let nLookup = 0;
     try {
-      for await (const step of plain(this.backend, fed, sample, history)) {
+      for await (const step of steps) {
+        if ((step as LookupStep).source === "lookup") nLookup += 1;
         now = performance.now();
         if (nNew === 0) tFirst = now;
         nNew += 1;
@@ -460,7 +496,7 @@ export class Session {
     this.lastResult = {
       text: text.join(""), tokens, nPromptTokens: nPrompt, nFedTokens: fed.length, nNewTokens: nNew,
       prefillTokS: prefill, decodeTokS: decodeRate, finishReason: finish!, notice: firstNotice,
-      ...(options.keepLogits ? { logits } : {}),
+      nLookupTokens: nLookup, ...(options.keepLogits ? { logits } : {}),
     };
     return this.lastResult;
   }

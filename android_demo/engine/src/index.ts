@@ -9,6 +9,8 @@ export type { EngineOptions, FinishReason, GenerateOptions, Input, Response, Res
 export { getPlatform, setPlatform } from "./platform.js";
 export type { FileInfo, Ort, Platform } from "./platform.js";
 export { plain } from "./plain.js";
+export { LOOKUP_DEFAULTS, lookup, propose } from "./lookup.js";
+export type { LookupConfig, LookupStep, RowRunner } from "./lookup.js";
 export { preloadPlatform } from "./preload.js";
 export type { AsyncFiles } from "./preload.js";
 export type { ForwardRunner, Step } from "./plain.js";

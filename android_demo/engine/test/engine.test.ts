@@ -70,6 +70,18 @@ describe("engine against Python's plain decoding", { skip: SKIP }, () => {
       `near-ties in more than half of the prompts (${ties.join(", ")}): the runtimes disagree more than rounding`);
   });
 
+  test("lookup's greedy tokens are Python's plain --exact ones, token for token", async (t) => {
+    assert.ok(ref.exact_greedy_tokens, "the reference has no exact_greedy_tokens");
+    let accepted = 0;
+    for (const [i, ids] of ref.templated_ids.entries()) {
+      const r = await engine.session().generate(ids, { maxTokens, mode: "lookup" });
+      assert.deepEqual(r.tokens, ref.exact_greedy_tokens[i], `prompt ${i}`);
+      accepted += r.nLookupTokens;
+      t.diagnostic(`prompt ${i}: ${r.nLookupTokens} of ${r.tokens.length} tokens from lookup drafts`);
+    }
+    assert.ok(accepted > 0, "no lookup draft was accepted: the test proves nothing about verification");
+  });
+
   test("a string prompt is chat-formatted as Python's, and answers the same", async () => {
     const r = await engine.session().generate(ref.prompts[0], { maxTokens: 8 });
     const ids = await engine.session().generate(ref.templated_ids[0], { maxTokens: 8 });

@@ -2,8 +2,9 @@
  * What the tests read from the environment (tests/test_android_engine.py sets both):
  *
  *   EDGEDEC_BUNDLE     a bundle folder
- *   EDGEDEC_REFERENCE  a JSON file the Python runtime wrote: {prompts, templated_ids, greedy_tokens, texts,
- *                      text_ids, chat?}; chat: {messages: [turn 1's, turn 2's], ids: [...], tokens: [...]}
+ *   EDGEDEC_REFERENCE  a JSON file the Python runtime wrote: {prompts, templated_ids, greedy_tokens,
+ *                      exact_greedy_tokens, texts, text_ids, chat?}; chat: {messages: [turn 1's, turn 2's],
+ *                      ids: [...], tokens: [...]}
  *
  * Without them the tests that need a model skip.
  */
@@ -13,6 +14,7 @@ export interface Reference {
   prompts: string[];
   templated_ids: number[][];
   greedy_tokens: number[][];
+  exact_greedy_tokens: number[][];   // plain --exact (many-row kernels): what lookup must equal
   max_tokens?: number;
   texts: string[];
   text_ids: number[][];
