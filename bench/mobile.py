@@ -1,7 +1,7 @@
 """The mobile bundle (edgedec export --target mobile) here: speed and peak RSS under Node and Python, the
 bytes a decode step reads, and what those bytes suggest for a phone.
 
-    python bench/mobile.py -o bench/results/mobile-YYYYMMDD [--contexts 0,2000] [--runs 3]
+    python bench/mobile.py -o bench/results/mobile-YYYYMMDD [--contexts 0,2000] [--runs 3] [--parts speed,lookup]
 
 - bytes per token: what one decode step reads: the weights of every MatMulNBits and Gemm (and the norms), from
   the bundle's graphs, and the int8 cache at that context. The embedding table and rotary tables are read
@@ -13,12 +13,16 @@ bytes a decode step reads, and what those bytes suggest for a phone.
 - a phone estimate: tok/s if decoding were limited by memory bandwidth alone, at the bandwidths listed
   (assumed sustained CPU bandwidth of phone memory, not measured here), next to the GB/s this machine's
   Node run reads at. An upper bound: a phone core may run out of compute first. Labelled an estimate.
-Writes mobile.json and mobile.png.
+- lookup: the Node engine's lookup decoding against its plain decoding on the same prompts (HumanEval code
+  and writingbench prose, 6 each, 96 tokens, greedy, each prompt with both modes in turn, 2 rounds): median
+  decode tok/s, the median per-prompt ratio, and the share of tokens lookup drafts gave.
+Writes mobile.json (a later run replaces only the parts it ran) and mobile.png.
 """
 import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -76,10 +80,20 @@ def node_run(bundle: Path, context: int, runs: int) -> dict:
     return {"decode_tok_s": r["decode_tok_s"], "peak_rss_mb": r["peak_rss_mb"]}
 
 
+def node_lookup(bundle: Path, prompts: list[str], work: Path) -> dict:
+    path = work / "prompts.json"
+    path.write_text(json.dumps(prompts))
+    out = subprocess.run(["npm", "run", "--silent", "bench", "--", str(bundle), "--prompts", str(path), "--tokens", "96",
+                          "--runs", "2"], cwd=ENGINE, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    if "runs" not in result:
+        return
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     runs = result["runs"]
     labels = [f"{r['runtime']}, context {r['context']}" for r in runs]
@@ -98,12 +112,24 @@ def main():
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--contexts", default="0,2000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--parts", default="speed,lookup")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     mobile = home() / "SmolLM2-135M-Instruct.Q4_1-int4-mobile"
     if not (mobile / "edgedec.json").exists():
         export_bundle(default_source(), mobile, target="mobile")
     m = read_bundle(mobile).manifest
+    path = a.out / "mobile.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    if "lookup" in a.parts.split(","):
+        from edgedec_tools.prompts import code_prompts, writing_prompts
+        with tempfile.TemporaryDirectory() as work:
+            result["lookup"] = {name: node_lookup(mobile, prompts, Path(work)) for name, prompts in
+                                (("code", code_prompts(6)), ("prose", writing_prompts(6, max_chars=600)))}
+        print(json.dumps(result["lookup"], indent=1), flush=True)
+    if "speed" not in a.parts.split(","):
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        return
     weights = weight_bytes_per_token(ensure_default_bundle(None))
     kv_per_position = bytes_per_token(m.mobile.cache, m.config.n_layers, m.config.n_kv_heads, m.config.head_dim)
     runs = []
@@ -122,13 +148,13 @@ def main():
         estimate.append({"context": context, "mb_read_per_token": read / 1e6,
                          "bound_tok_s": {str(gb): gb * 1e9 / read for gb in PHONE_GB_S}})
         estimate[-1]["node_here_gb_s"] = here["gb_s_read_here"]
-    result = {"bundle": str(mobile), "bundle_mb": m.mobile.bundle_mb, "cache": m.mobile.cache,
+    result |= {"bundle": str(mobile), "bundle_mb": m.mobile.bundle_mb, "cache": m.mobile.cache,
               "export_estimate_rss_mb": m.mobile.rss_mb, "weights_mb_per_token": weights / 1e6,
               "kv_bytes_per_position": kv_per_position, "runs": runs,
               "phone_estimate": {"note": "an estimate: tok/s if decoding were bound by memory bandwidth alone, at "
                                          "assumed sustained bandwidths (GB/s) of phone memory; not measured",
                                  "per_context": estimate}}
-    (a.out / "mobile.json").write_text(json.dumps(result, indent=1) + "\n")
+    path.write_text(json.dumps(result, indent=1) + "\n")
     plot(result, a.out / "mobile.png")
     print(json.dumps(result["phone_estimate"], indent=1))
 

@@ -35,7 +35,8 @@ export default function ChatScreen({ engine, settings }: Props) {
     try {
       // the session reuses its cache: a turn prefills only the new message
       const r = await session.generate(history, {
-        maxTokens: settings.maxTokens, temperature: settings.temperature, signal: abort.current.signal,
+        maxTokens: settings.maxTokens, temperature: settings.temperature, mode: settings.mode,
+        signal: abort.current.signal,
       }, (step) => {
         reply += step.text;
         setMessages([...history, { role: "assistant", content: reply }]);

@@ -1,4 +1,5 @@
-/** Settings: temperature, max tokens, and the KV cache type (the bundle's choices; the engine runs the graphs' own). */
+/** Settings: temperature, max tokens, decoding mode, and the KV cache type (the bundle's choices; the engine runs the
+ * graphs' own). */
 import type { Engine } from "edgedec-engine";
 import React from "react";
 import { Pressable, StyleSheet, Text, View } from "react-native";
@@ -14,6 +15,7 @@ interface Props {
 
 const TEMPERATURES = [0, 0.3, 0.7, 1.0];
 const MAX_TOKENS = [64, 128, 256, 512, 1024];
+const MODES: Settings["mode"][] = ["plain", "lookup"];
 
 /** A row of choices, one of them selected. */
 function Choices<T>({ label, values, selected, show, enabled, onSelect }: {
@@ -47,6 +49,8 @@ export default function SettingsScreen({ engine, bundlePath, settings, onChange 
                onSelect={(temperature) => onChange({ ...settings, temperature })} />
       <Choices label="Max tokens" values={MAX_TOKENS} selected={settings.maxTokens} show={String}
                onSelect={(maxTokens) => onChange({ ...settings, maxTokens })} />
+      <Choices label="Decoding" values={MODES} selected={settings.mode} show={String}
+               onSelect={(mode) => onChange({ ...settings, mode })} />
       <Choices label="KV cache type" values={kv.map((c) => c.type)} selected={settings.kvType} show={String}
                enabled={(t) => kv.some((c) => c.type === t && c.runs)}
                onSelect={(kvType) => onChange({ ...settings, kvType })} />

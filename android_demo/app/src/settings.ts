@@ -5,9 +5,10 @@ export interface Settings {
   temperature: number;      // 0: greedy
   maxTokens: number;
   kvType: string;
+  mode: "plain" | "lookup"; // lookup: drafts copied from the conversation, verified in one call (faster on code)
 }
 
-export const DEFAULT_SETTINGS: Settings = { temperature: 0, maxTokens: 256, kvType: "fp32" };
+export const DEFAULT_SETTINGS: Settings = { temperature: 0, maxTokens: 256, kvType: "fp32", mode: "plain" };
 
 export interface KvChoice {
   type: string;
