@@ -6,7 +6,8 @@ A mobile bundle is an ordinary bundle made smaller and fixed for a phone:
   optimizations applied, the rest recorded and replayed when a session sets
   session.enable_saved_runtime_optimizations=1. Nothing specific to the export machine's CPU is baked in.
 - The phone's KV cache type is built into the segment graphs (export/kv.py `cache_variant`), because an
-  ORT-format graph cannot be rewritten when it loads: int8, a quarter of fp32's bytes at +0.2% perplexity.
+  ORT-format graph cannot be rewritten when it loads: int8, a quarter of fp32's bytes (its perplexity cost is
+  in the README).
 - All layers are one segment graph unless --cuts says otherwise: a phone calls it once a token, and the Node
   engine lets its idle workers spin (android_demo/engine/README.md).
 - What a phone does not run is left out: the GGUF (llama.cpp) and trained drafts (self-speculation).
@@ -35,7 +36,7 @@ from edgedec.errors import EdgedecError
 from .kv import bytes_per_token, cache_variant, load_ranges
 
 CACHE = "int8"
-PREFILL_CHUNK = 256     # tokens per prefill call on a phone: a 2,000-token prompt at once peaked ~340 MB higher
+PREFILL_CHUNK = 256     # tokens per prefill call: bounds the activations a long prompt would need at once
 RSS_AT = (2048, 8192)
 TARGETS = ("desktop", "mobile")
 

@@ -223,7 +223,6 @@ class OrtRunner:
         if self.cache is not None:
             self.engine.bind_adapter(self._bindings, name)
 
-
     def _bind(self) -> None:
         """Allocate the cache and bind each layer's buffer as both past and present, once."""
         cfg = self.config
@@ -368,10 +367,11 @@ class OrtRunner:
         logits = []
         for s in range(0, len(tokens), chunk):
             h, _ = self.layers(tokens[s:s + chunk])
-            if not all_logits and _rows(h) > 1:
-                h = _numpy(h)[:, -1:]
-            logits.append(self.head(h))
-        return np.concatenate(logits) if all_logits else logits[-1]
+            if all_logits:
+                logits.append(self.head(h))
+        if all_logits:
+            return np.concatenate(logits)
+        return self.head(_numpy(h)[:, -1:] if _rows(h) > 1 else h)
 
 
 def _numpy(hidden) -> np.ndarray:

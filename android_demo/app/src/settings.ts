@@ -22,7 +22,7 @@ export interface KvChoice {
  * (int8), else fp32; it has not ported the Python runtime's load-time cache variants (engine/README.md).
  */
 export function kvChoices(manifest: Manifest): KvChoice[] {
-  const mobile = manifest.mobile as { cache?: string } | null | undefined;
+  const mobile = manifest.mobile;
   const types = mobile?.cache ? [mobile.cache] : ["fp32", "fp16", ...(manifest.kv ? ["int8", "int4"] : [])];
   return types.map((type) => ({ type, runs: type === (mobile?.cache ?? "fp32") }));
 }

@@ -64,6 +64,7 @@ export interface Manifest {
   tokenizer: TokenizerInfo;
   chat_template: string | null;
   files?: Record<string, FileEntry>;
+  mobile?: { cache: string; prefill_chunk?: number } | null;   // set for `edgedec export --target mobile` bundles
   [key: string]: unknown;
 }
 

@@ -92,8 +92,9 @@ export class Engine {
     };
     // Each session has a thread pool of its own here. Idle workers that spin take cores from the next
     // session, so only a one-segment bundle's layers spin by default (a mobile bundle: export --target
-    // mobile), the head never: measured ~10% faster decoding than no spinning; with 5 segments, 3-4x slower.
-    const spin = (on: boolean) => ({ ...options, extra: { session: { intra_op: { allow_spinning: on ? "1" : "0" } } } });
+    // mobile), the head never (engine/README.md has the measurements).
+    const spin = (on: boolean): InferenceSession.SessionOptions =>
+      ({ ...options, extra: { session: { intra_op: { allow_spinning: on ? "1" : "0" } } } });
     const layerOptions = spin(opts.spinning ?? bundle.segments.length === 1);
     const load = async (file: string, o: InferenceSession.SessionOptions) => {
       try {
@@ -109,7 +110,7 @@ export class Engine {
     const head = await load(bundle.manifest.head.file, spin(false));
     // a mobile bundle's prompts are read prefill_chunk tokens per call (as its Python runtime does): one long
     // call's activations are what a phone runs out of memory on
-    const chunk = (bundle.manifest.mobile as { prefill_chunk?: number } | null | undefined)?.prefill_chunk;
+    const chunk = bundle.manifest.mobile?.prefill_chunk;
     return new Engine(bundle, tokenizer, sessions, head, nCtx, threads, opts.cacheChunk ?? 64, cacheType,
                       chunk ?? Infinity);
   }
@@ -153,7 +154,7 @@ const CACHE_ARRAYS = { fp32: Float32Array, int8: Int8Array } as const;
 const CACHE_TENSOR_TYPES = { fp32: "float32", int8: "int8" } as const;
 
 export function bundleCacheType(bundle: Bundle): CacheType {
-  const built = (bundle.manifest.mobile as { cache?: string } | null | undefined)?.cache ?? "fp32";
+  const built = bundle.manifest.mobile?.cache ?? "fp32";
   if (!(built in CACHE_ARRAYS)) {
     throw new BundleError(`${bundle.path} has a ${built} KV cache built into its graphs, which this engine does ` +
       "not run (fp32 or int8); export it again with edgedec export --target mobile");
@@ -285,14 +286,14 @@ export class Runner {
     }
     const result = await this.engine.head.run({ hidden });
     const logits = result.logits.data as Float32Array;
-    return n < this.minRows ? logits.slice(0, n * this.engine.config.vocab) : logits;
+    return n < this.minRows ? logits.subarray(0, n * this.engine.config.vocab) : logits;
   }
 
   /** Full model on new tokens (in prefillChunk pieces): the logits of the last position [vocab]. */
   async forward(tokens: readonly number[]): Promise<Float32Array> {
-    const chunk = Math.min(this.engine.prefillChunk, Math.max(tokens.length, 1));
+    const chunk = Math.min(this.engine.prefillChunk, tokens.length);
     let h!: Tensor;
-    for (let s = 0; s < Math.max(tokens.length, 1); s += chunk) h = await this.layers(tokens.slice(s, s + chunk));
+    for (let s = 0; s < tokens.length; s += chunk) h = await this.layers(tokens.slice(s, s + chunk));
     const rows = h.dims[1];    // the head reads the last row only, as Python's forward slices hidden[:, -1:]
     return this.head(rows > 1 ? this.rows(h, rows - 1, rows) : h);
   }

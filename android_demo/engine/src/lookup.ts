@@ -9,8 +9,8 @@
  * one-token step is padded): the output is then token for token Python's `--mode plain --exact`.
  *
  * Python chooses rounds with a cost model that learns how often each match length is right; this engine
- * keeps a fixed rule instead: verify when the match is at least `minMatch` tokens long (bench/README.md,
- * "Prompt lookup": the first proposed token is right 44-50% of the time after a 2-token match, 20% after 1).
+ * keeps a fixed rule instead: verify when the match is at least `minMatch` tokens long (a one-token match is
+ * rarely right: bench/README.md, "Prompt lookup: how long a suffix to match").
  */
 import type { Sampler } from "./sampling.js";
 
