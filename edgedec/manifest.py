@@ -159,6 +159,9 @@ class Mobile:
     measured_on: str = _doc("where loaded_rss_mb was measured")
     prefill_chunk: int = _doc("prompts are read this many tokens per graph call, which bounds the activations' "
                               "memory (a phone's runtime does the same)", default=256)
+    fused: bool = _doc("the one segment graph holds the head too (head.file is that graph): it takes logits_rows "
+                       "(int64 [R], the rows to score) and returns logits [1, R, V] and no hidden_out",
+                       default=False)
 
 
 @dataclass(frozen=True)

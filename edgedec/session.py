@@ -154,8 +154,8 @@ class Session:
         if mode not in MODES:
             raise ModeError(f"$mode '{mode}' is not available; modes: {', '.join(MODES)}")
         if not isinstance(self.backend, MODES[mode].needs):
-            raise ModeError(f"the {self.backend.name} backend cannot run $mode {mode}; it runs: plain "
-                            f"(use the onnxruntime backend for {mode})")
+            hint = getattr(self.backend, "layered_hint", f"use the onnxruntime backend for {mode}")
+            raise ModeError(f"the {self.backend.name} backend cannot run $mode {mode} here; it runs: plain ({hint})")
         spec = spec if spec is not None else model.default_config(mode)
         if not isinstance(spec, MODES[mode].config):
             raise ModeError(f"$mode {mode} takes a {MODES[mode].config.__name__}, not a {type(spec).__name__}")

@@ -8,8 +8,10 @@ A mobile bundle is an ordinary bundle made smaller and fixed for a phone:
 - The phone's KV cache type is built into the segment graphs (export/kv.py `cache_variant`), because an
   ORT-format graph cannot be rewritten when it loads: int8, a quarter of fp32's bytes (its perplexity cost is
   in the README).
-- All layers are one segment graph unless --cuts says otherwise: a phone calls it once a token, and the Node
-  engine lets its idle workers spin (android_demo/engine/README.md).
+- All layers are one segment graph unless --cuts says otherwise, and that one graph holds the head as well
+  (`fuse_head`): a phone makes one call a token, on one session and so one thread pool whose idle workers may
+  spin (android_demo/engine/README.md). Its input `logits_rows` picks the rows the head scores, so a
+  prefill chunk pays for one row of logits, not 256.
 - What a phone does not run is left out: the GGUF (llama.cpp) and trained drafts (self-speculation).
 - Prompts are read `prefill_chunk` (256) tokens per call, in Python and in the phone engine alike: the
   activations of one long call are what a phone runs out of memory on.
@@ -29,6 +31,8 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
+
+from onnx import TensorProto, helper
 
 from edgedec import manifest as mf
 from edgedec.errors import EdgedecError
@@ -52,11 +56,18 @@ def check_target(target: str, lora: list[str], merge: bool, draft_model: str | N
 def to_mobile(tmp: Path, manifest: mf.Manifest, files) -> mf.Manifest:
     """Turn the bundle being written in `tmp` into a mobile one; `files(tmp)` lists its files for the manifest."""
     ranges = load_ranges(tmp / manifest.kv.file)
+    head = onnx.load(str(tmp / manifest.head.file))
+    fused = len(manifest.segments) == 1
     segments = []
     for seg in manifest.segments:
         graph = cache_variant(onnx.load(str(tmp / seg.file)), CACHE, ranges, positions=False)
-        segments.append(dataclasses.replace(seg, file=_to_ort(graph, tmp / seg.file)))
-    head = mf.Graph(_to_ort(onnx.load(str(tmp / manifest.head.file)), tmp / manifest.head.file))
+        segments.append(dataclasses.replace(seg, file=_to_ort(fuse_head(graph, head) if fused else graph,
+                                                              tmp / seg.file)))
+    if fused:
+        _remove_onnx(tmp / manifest.head.file)
+        head = mf.Graph(segments[0].file)
+    else:
+        head = mf.Graph(_to_ort(head, tmp / manifest.head.file))
     for d in manifest.drafts:
         for name in (d.file, d.file + ".data", d.vocab_file):
             (tmp / name).unlink(missing_ok=True)
@@ -64,7 +75,7 @@ def to_mobile(tmp: Path, manifest: mf.Manifest, files) -> mf.Manifest:
         (tmp / manifest.gguf.file).unlink()
     manifest = dataclasses.replace(manifest, segments=segments, head=head, drafts=[], gguf=None, files=files(tmp))
     report = mf.Mobile(cache=CACHE, bundle_mb=round(sum(f.bytes for f in manifest.files.values()) / 1e6, 1),
-                       loaded_rss_mb=0.0, rss_mb={}, measured_on="", prefill_chunk=PREFILL_CHUNK)
+                       loaded_rss_mb=0.0, rss_mb={}, measured_on="", prefill_chunk=PREFILL_CHUNK, fused=fused)
     mf.write(tmp, dataclasses.replace(manifest, mobile=report))      # (what the measurement loads)
     rss = _loaded_rss_mb(tmp)
     per_token = bytes_per_token(CACHE, manifest.config.n_layers, manifest.config.n_kv_heads,
@@ -89,9 +100,35 @@ def _to_ort(model: onnx.ModelProto, path: Path) -> str:
     so.add_session_config_entry("optimization.minimal_build_optimizations", "save")
     so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
     ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    _remove_onnx(path)
+    return target.name
+
+
+def _remove_onnx(path: Path) -> None:
     path.unlink()
     path.with_name(path.name + ".data").unlink(missing_ok=True)
-    return target.name
+
+
+def fuse_head(segment: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
+    """One graph of all the layers and the head: the segment's inputs plus `logits_rows` (int64 [R], rows of
+    this call), its present_* outputs, and `logits` [1, R, V] for those rows only (no hidden_out)."""
+    g, h = segment.graph, head.graph
+    clash = ({i.name for i in g.initializer} & {i.name for i in h.initializer}) | \
+        ({n.name for n in g.node} & {n.name for n in h.node})
+    assert not clash, f"segment and head share names: {sorted(clash)[:5]}"
+    rows = helper.make_node("Gather", ["hidden_out", "logits_rows"], ["hidden"], "/head/rows/Gather", axis=1)
+    vocab = h.output[0].type.tensor_type.shape.dim[2].dim_value
+    graph = helper.make_graph(
+        list(g.node) + [rows] + list(h.node), g.name + "_head",
+        list(g.input) + [helper.make_tensor_value_info("logits_rows", TensorProto.INT64, ["R"])],
+        [o for o in g.output if o.name != "hidden_out"] +
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, "R", vocab])],
+        list(g.initializer) + list(h.initializer), value_info=list(g.value_info))
+    opsets = {o.domain: o.version for o in list(segment.opset_import) + list(head.opset_import)}
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                              producer_name=segment.producer_name)
+    model.ir_version = segment.ir_version
+    return model
 
 
 _CHILD = """

@@ -34,6 +34,7 @@ from edgedec.kvcache import KVCache, KVConfig
 from .draft_model import DraftModel, draft_bundle
 from .ort_batch import OrtBatchRunner
 from .ort_draft import OrtDrafter
+from .ort_fused import OrtFusedRunner, bind_cache
 
 _POOL_THREADS: int | None = None
 
@@ -106,7 +107,8 @@ class OrtEngine:
         self._batch_sessions = None
         self.cache_dtype = cache_dtype(kv.type)
         self.cache_width = cache_width(kv.type, self.config.head_dim)
-        self.head = _session(bundle.file(bundle.manifest.head.file), threads, provider)
+        self.fused = bool(mobile and mobile.fused)     # (the head is inside the one segment graph)
+        self.head = None if self.fused else _session(bundle.file(bundle.manifest.head.file), threads, provider)
         drafts = bundle.manifest.drafts
         if drafts and bundle.manifest.model.fingerprint not in (None, drafts[0].fingerprint):
             raise BundleError(f"{bundle.path}: its draft was trained for {drafts[0].model}, not this bundle's model; "
@@ -154,8 +156,8 @@ class OrtEngine:
             self._adapter_values[name] = per_segment
         return self._adapter_values[name]
 
-    def runner(self, n_ctx: int, min_rows: int = 1) -> "OrtRunner":
-        return OrtRunner(self, n_ctx, min_rows)
+    def runner(self, n_ctx: int, min_rows: int = 1) -> "OrtRunner | OrtFusedRunner":
+        return (OrtFusedRunner if self.fused else OrtRunner)(self, n_ctx, min_rows)
 
     def run_head(self, io, hidden) -> np.ndarray:
         """Logits [S, vocab] of the head graph on hidden [1, S, H] (numpy or OrtValue), through binding io."""
@@ -236,13 +238,7 @@ class OrtRunner:
             io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
             io.bind_ortvalue_input("total_seq_len", ort.OrtValue.ortvalue_from_numpy(total))
             self._positions.append((seqlens, total))
-            for i in range(seg.start, seg.end):
-                k = ort.OrtValue.ortvalue_from_numpy(self.cache.keys[i])
-                v = ort.OrtValue.ortvalue_from_numpy(self.cache.values[i])
-                io.bind_ortvalue_input(f"past_key_{i}", k)
-                io.bind_ortvalue_input(f"past_value_{i}", v)
-                io.bind_ortvalue_output(f"present_key_{i}", k)
-                io.bind_ortvalue_output(f"present_value_{i}", v)
+            bind_cache(io, self.cache, seg.start, seg.end)
             self._bindings.append(io)
         self._head_io = self.engine.head.io_binding()
         self._head_io.bind_output("logits", "cpu")

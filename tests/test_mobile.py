@@ -20,6 +20,7 @@ def test_mobile_bundle_holds_ort_graphs_and_a_size_report(mobile_bundle):
     assert m["gguf"] is None and m["drafts"] == []
     report = m["mobile"]
     assert report["cache"] == "int8"
+    assert report["fused"] and len(m["segments"]) == 1 and m["head"]["file"] == m["segments"][0]["file"]
     on_disk = sum(p.stat().st_size for p in mobile_bundle.iterdir() if p.name != "edgedec.json") / 1e6
     assert report["bundle_mb"] == pytest.approx(on_disk, rel=0.01)
     per_token = 30 * 2 * 3 * 64          # int8 keys and values: n_layers * 2 * n_kv_heads * head_dim bytes
@@ -37,13 +38,19 @@ def test_mobile_bundle_decodes_as_the_desktop_bundle_with_an_int8_cache(mobile_b
     got = mobile.session().backend.forward(ids, all_logits=True)
     want = desktop.session().backend.forward(ids, all_logits=True)
     np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(mobile.session().backend.forward(ids), want[-1:])     # the head on one row
+    fused, cut = mobile.session().backend, desktop.session().backend
+    fused.min_rows = cut.min_rows = 2             # the many-row path: every call padded to two rows
+    for chunk in (ids[:7], ids[7:8], ids[8:9], ids[9:12]):
+        np.testing.assert_array_equal(fused.forward(chunk), cut.forward(chunk))
+        np.testing.assert_array_equal(fused.forward(chunk[:1], all_logits=True), cut.forward(chunk[:1], all_logits=True))
     prompt = "Write a haiku about the sea."
     assert mobile.generate(prompt, max_tokens=24).tokens == desktop.generate(prompt, max_tokens=24).tokens
 
 
 def test_mobile_bundle_refuses_what_its_graphs_cannot_do(mobile_bundle):
     for args, says in ((["--kv", "fp32"], "int8 KV cache built in"), (["--kv-window", "256"], "cannot be rebuilt"),
-                       (["--backend", "llamacpp"], "no GGUF")):
+                       (["--backend", "llamacpp"], "no GGUF"), (["--mode", "lookup"], "export it with --cuts")):
         p = run_cli("generate", mobile_bundle, "-p", "hi", "--max-tokens", "2", *args)
         assert p.returncode != 0 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -123,10 +123,12 @@ def test_disconnected_stream_frees_its_slot(server):
 def test_a_full_server_answers_503(int4_bundle):
     p, url = start(int4_bundle, "--slots", "1", "--queue", "0")
     try:
-        body = {"model": MODEL, "messages": CHAT, "max_tokens": 300, "temperature": 0, "stream": True}
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+        # counting goes on for the whole 900 tokens (a chat answer can end within a second, freeing the slot)
+        count = ", ".join(str(i) for i in range(1, 21)) + ","
+        body = {"model": MODEL, "prompt": count, "max_tokens": 900, "temperature": 0, "stream": True}
+        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
             next(r.iter_lines())
-            busy = httpx.post(url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
+            busy = httpx.post(url + "/v1/completions", json={**body, "stream": False}, timeout=60)
         assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"
     finally:
         p.terminate()

@@ -64,7 +64,7 @@ export interface Manifest {
   tokenizer: TokenizerInfo;
   chat_template: string | null;
   files?: Record<string, FileEntry>;
-  mobile?: { cache: string; prefill_chunk?: number } | null;   // set for `edgedec export --target mobile` bundles
+  mobile?: { cache: string; prefill_chunk?: number; fused?: boolean } | null;   // set for `edgedec export --target mobile` bundles
   [key: string]: unknown;
 }
 

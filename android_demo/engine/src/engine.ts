@@ -18,6 +18,9 @@
  * down as the conversation grows. GroupQueryAttention's results do not depend on the capacity (checked:
  * bit-identical for 64, 100, 257 and 2049 slots).
  *
+ * A mobile bundle with one segment has the head inside that graph (manifest mobile.fused): one session, so one
+ * thread pool whose workers may spin, and one call a token; its input logits_rows picks the rows to score.
+ *
  * Row paths. ORT's MatMulNBits and GroupQueryAttention round differently for one row than for several;
  * like Python's plain mode (min_rows=1) a prefill is one call of every segment with all new tokens, the
  * head runs on its last row only, and each decoded token is one one-row call.
@@ -58,7 +61,7 @@ export class Engine {
   private defaultSession: Session | null = null;
 
   private constructor(readonly bundle: Bundle, readonly tokenizer: Tokenizer,
-                      readonly sessions: InferenceSession[], readonly head: InferenceSession,
+                      readonly sessions: InferenceSession[], readonly head: InferenceSession | null,
                       readonly nCtx: number, readonly threads: number, readonly cacheChunk: number,
                       readonly cacheType: CacheType, readonly prefillChunk: number) {
     this.config = bundle.config;
@@ -107,7 +110,8 @@ export class Engine {
     };
     const sessions = [];
     for (const s of bundle.segments) sessions.push(await load(s.file, layerOptions));
-    const head = await load(bundle.manifest.head.file, spin(false));
+    // a fused mobile bundle's one graph holds the head too (export/mobile.py fuse_head): one session, one pool
+    const head = bundle.manifest.mobile?.fused ? null : await load(bundle.manifest.head.file, spin(false));
     // a mobile bundle's prompts are read prefill_chunk tokens per call (as its Python runtime does): one long
     // call's activations are what a phone runs out of memory on
     const chunk = bundle.manifest.mobile?.prefill_chunk;
@@ -143,7 +147,8 @@ export class Engine {
   }
 
   async release(): Promise<void> {
-    for (const s of [...this.sessions, this.head]) await s.release();
+    for (const s of this.sessions) await s.release();
+    await this.head?.release();
   }
 }
 
@@ -227,7 +232,7 @@ export class Runner {
     this.fetches = [];
     for (const seg of this.engine.segments) {
       const feeds: Record<string, Tensor> = { seqlens_k: this.seqlensTensor, total_seq_len: this.totalTensor };
-      const fetches: Record<string, Tensor | null> = { hidden_out: null };
+      const fetches: Record<string, Tensor | null> = this.engine.head ? { hidden_out: null } : { logits: null };
       for (let i = seg.start; i < seg.end; i++) {
         feeds[`past_key_${i}`] = fetches[`present_key_${i}`] = cache.keys[i];
         feeds[`past_value_${i}`] = fetches[`present_value_${i}`] = cache.values[i];
@@ -243,6 +248,26 @@ export class Runner {
    * padding row's position is dropped (edgedec/runtimes/onnxruntime.py, "Row paths").
    */
   async layers(tokens: readonly number[]): Promise<Tensor> {
+    if (!this.engine.head) throw new Error("a fused bundle runs its layers and head as one graph; call forward");
+    const n = tokens.length;
+    let out = this.prepare(tokens);
+    const rows = out.dims[1];
+    for (let s = 0; s < this.engine.segments.length; s++) {
+      const feeds = { ...this.feeds[s], [s === 0 ? "input_ids" : "hidden_in"]: out };
+      const result = await this.engine.sessions[s].run(feeds, this.fetches[s]);
+      out = result.hidden_out as Tensor;
+    }
+    this.advance(n);
+    return rows > n ? this.rows(out, 0, n) : out;
+  }
+
+  private advance(n: number): void {
+    this.cache!.length += n;
+    this.tokensFed += n;
+  }
+
+  /** Check the context, make room for the call's rows and set its positions: the input_ids [1, rows]. */
+  private prepare(tokens: readonly number[]): Tensor {
     const cfg = this.engine.config;
     this.cache ??= new KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, this.engine.ort, this.engine.cacheType);
     const n = tokens.length;
@@ -257,15 +282,24 @@ export class Runner {
     this.seqlens[0] = past + rows - 1;
     this.total[0] = past + rows;
     const ids = BigInt64Array.from({ length: rows }, (_, i) => BigInt(tokens[Math.min(i, n - 1)]));
-    let out: Tensor = new this.engine.ort.Tensor("int64", ids, [1, rows]);
-    for (let s = 0; s < this.engine.segments.length; s++) {
-      const feeds = { ...this.feeds[s], [s === 0 ? "input_ids" : "hidden_in"]: out };
-      const result = await this.engine.sessions[s].run(feeds, this.fetches[s]);
-      out = result.hidden_out as Tensor;
-    }
-    this.cache.length += n;
-    this.tokensFed += n;
-    return rows > n ? this.rows(out, 0, n) : out;
+    return new this.engine.ort.Tensor("int64", ids, [1, rows]);
+  }
+
+  /**
+   * A fused bundle's one call (layers and head in one graph): logits [S * vocab] of every new token, or
+   * [vocab] of the last. The head is asked for the rows Runner.head would read, padding included
+   * (edgedec/runtimes/ort_fused.py).
+   */
+  private async fused(tokens: readonly number[], everyRow: boolean): Promise<Float32Array> {
+    const n = tokens.length;
+    const scored = everyRow ? n : 1;
+    const pick = BigInt64Array.from({ length: Math.max(scored, this.minRows) },
+                                    (_, i) => BigInt(everyRow ? Math.min(i, n - 1) : n - 1));
+    const ids = this.prepare(tokens);     // (first: it binds the cache into feeds and fetches)
+    const feeds = { ...this.feeds[0], input_ids: ids, logits_rows: new this.engine.ort.Tensor("int64", pick, [pick.length]) };
+    const result = await this.engine.sessions[0].run(feeds, this.fetches[0]);
+    this.advance(n);
+    return (result.logits.data as Float32Array).subarray(0, scored * this.engine.config.vocab);
   }
 
   /** Rows [from, to) of hidden [1, S, H], as a tensor of its own. */
@@ -284,7 +318,7 @@ export class Runner {
       for (let i = 0; i < this.minRows; i++) data.set(hidden.data as Float32Array, i * H);
       hidden = new this.engine.ort.Tensor("float32", data, [1, this.minRows, H]);
     }
-    const result = await this.engine.head.run({ hidden });
+    const result = await this.engine.head!.run({ hidden });
     const logits = result.logits.data as Float32Array;
     return n < this.minRows ? logits.subarray(0, n * this.engine.config.vocab) : logits;
   }
@@ -292,6 +326,11 @@ export class Runner {
   /** Full model on new tokens (in prefillChunk pieces): the logits of the last position [vocab]. */
   async forward(tokens: readonly number[]): Promise<Float32Array> {
     const chunk = Math.min(this.engine.prefillChunk, tokens.length);
+    if (!this.engine.head) {
+      let logits!: Float32Array;
+      for (let s = 0; s < tokens.length; s += chunk) logits = await this.fused(tokens.slice(s, s + chunk), false);
+      return logits;
+    }
     let h!: Tensor;
     for (let s = 0; s < tokens.length; s += chunk) h = await this.layers(tokens.slice(s, s + chunk));
     const rows = h.dims[1];    // the head reads the last row only, as Python's forward slices hidden[:, -1:]
@@ -300,7 +339,7 @@ export class Runner {
 
   /** Full model on a few new tokens in one call: the logits of every position, one array per token. */
   async forwardAll(tokens: readonly number[]): Promise<Float32Array[]> {
-    const logits = await this.head(await this.layers(tokens));
+    const logits = this.engine.head ? await this.head(await this.layers(tokens)) : await this.fused(tokens, true);
     const V = this.engine.config.vocab;
     return tokens.map((_, i) => logits.subarray(i * V, (i + 1) * V));
   }
