@@ -1,14 +1,17 @@
 """The mobile bundle (edgedec export --target mobile) here: speed and peak RSS under Node and Python, the
 bytes a decode step reads, and what those bytes suggest for a phone.
 
-    python bench/mobile.py -o bench/results/mobile-YYYYMMDD [--contexts 0,2000] [--runs 3] [--parts speed,lookup]
+    python bench/mobile.py -o bench/results/mobile-YYYYMMDD [--contexts 0,2000] [--rounds 5] [--runs 3]
+                           [--parts speed,lookup]
 
 - bytes per token: what one decode step reads: the weights of every MatMulNBits and Gemm (and the norms), from
   the bundle's graphs, and the int8 cache at that context. The embedding table and rotary tables are read
   one row at a time and are left out.
 - speed and peak RSS at each context (0 = a short chat prompt; N = N tokens of text, then 64 new ones):
   the Node engine (android_demo/engine `npm run bench`, onnxruntime-node) and the Python runtime, each in a
-  child process of its own, 2 threads, median of the runs. Peak RSS is the child's high-water mark (Node's
+  child process of its own, 2 threads. Each round runs both (which goes first alternates), each child the
+  median of its runs; reported: each runtime's median over the rounds, and the median of the rounds'
+  Node / Python ratios (this machine's speed drifts by 20-30% over minutes). Peak RSS is the child's high-water mark (Node's
   resourceUsage().maxRSS; /proc VmHWM for Python), interpreter included.
 - a phone estimate: tok/s if decoding were limited by memory bandwidth alone, at the bandwidths listed
   (assumed sustained CPU bandwidth of phone memory, not measured here), next to the GB/s this machine's
@@ -112,6 +115,7 @@ def main():
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--contexts", default="0,2000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--parts", default="speed,lookup")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -132,15 +136,24 @@ def main():
         return
     weights = weight_bytes_per_token(ensure_default_bundle(None))
     kv_per_position = bytes_per_token(m.mobile.cache, m.config.n_layers, m.config.n_kv_heads, m.config.head_dim)
-    runs = []
+    runs, ratios = [], {}
     for context in map(int, a.contexts.split(",")):
-        for runtime, fn in (("node", node_run), ("python", python_run)):
-            r = {"runtime": runtime, "context": context, **fn(mobile, context, a.runs)}
-            read = weights + kv_per_position * (context + 32)     # (the cache at the middle of the 64 new tokens)
-            r["mb_read_per_token"] = read / 1e6
-            r["gb_s_read_here"] = r["decode_tok_s"] * read / 1e9
-            runs.append(r)
-            print(json.dumps(r), flush=True)
+        rounds = {"node": [], "python": []}
+        for i in range(a.rounds):
+            order = (("node", node_run), ("python", python_run))
+            for runtime, fn in order if i % 2 == 0 else order[::-1]:
+                rounds[runtime].append(fn(mobile, context, a.runs))
+                print(runtime, context, json.dumps(rounds[runtime][-1]), flush=True)
+        read = weights + kv_per_position * (context + 32)     # (the cache at the middle of the 64 new tokens)
+        for runtime, rs in rounds.items():
+            tok_s = float(np.median([r["decode_tok_s"] for r in rs]))
+            runs.append({"runtime": runtime, "context": context, "decode_tok_s": tok_s,
+                         "rounds_tok_s": [round(r["decode_tok_s"], 1) for r in rs],
+                         "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "mb_read_per_token": read / 1e6,
+                         "gb_s_read_here": tok_s * read / 1e9})
+        per_round = [n["decode_tok_s"] / p["decode_tok_s"] for n, p in zip(rounds["node"], rounds["python"])]
+        ratios[str(context)] = {"median": float(np.median(per_round)), "rounds": [round(x, 3) for x in per_round]}
+        print(context, json.dumps(ratios[str(context)]), flush=True)
     estimate = []
     for context in map(int, a.contexts.split(",")):
         read = weights + kv_per_position * (context + 32)
@@ -150,7 +163,7 @@ def main():
         estimate[-1]["node_here_gb_s"] = here["gb_s_read_here"]
     result |= {"bundle": str(mobile), "bundle_mb": m.mobile.bundle_mb, "cache": m.mobile.cache,
               "export_estimate_rss_mb": m.mobile.rss_mb, "weights_mb_per_token": weights / 1e6,
-              "kv_bytes_per_position": kv_per_position, "runs": runs,
+              "kv_bytes_per_position": kv_per_position, "runs": runs, "node_over_python": ratios,
               "phone_estimate": {"note": "an estimate: tok/s if decoding were bound by memory bandwidth alone, at "
                                          "assumed sustained bandwidths (GB/s) of phone memory; not measured",
                                  "per_context": estimate}}

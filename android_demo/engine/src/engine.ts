@@ -96,8 +96,10 @@ export class Engine {
     // Each session has a thread pool of its own here. Idle workers that spin take cores from the next
     // session, so only a one-segment bundle's layers spin by default (a mobile bundle: export --target
     // mobile), the head never (engine/README.md has the measurements).
+    // (an ORT-format graph of a mobile bundle replays the optimizations saved at export, as Python does)
+    const saved = bundle.segments[0].file.endsWith(".ort") ? { enable_saved_runtime_optimizations: "1" } : {};
     const spin = (on: boolean): InferenceSession.SessionOptions =>
-      ({ ...options, extra: { session: { intra_op: { allow_spinning: on ? "1" : "0" } } } });
+      ({ ...options, extra: { session: { ...saved, intra_op: { allow_spinning: on ? "1" : "0" } } } });
     const layerOptions = spin(opts.spinning ?? bundle.segments.length === 1);
     const load = async (file: string, o: InferenceSession.SessionOptions) => {
       try {
