@@ -34,7 +34,7 @@ from edgedec.kvcache import KVCache, KVConfig
 from .draft_model import DraftModel, draft_bundle
 from .ort_batch import OrtBatchRunner
 from .ort_draft import OrtDrafter
-from .ort_fused import OrtFusedRunner, bind_cache
+from .ort_fused import CachedRunner, OrtFusedRunner, bind_cache
 
 _POOL_THREADS: int | None = None
 
@@ -190,25 +190,14 @@ class OrtEngine:
         return self._batch_sessions
 
 
-class OrtRunner:
+class OrtRunner(CachedRunner):
     """One conversation on an OrtEngine: runs any chain of whole segments, and the head, against its own
     KV cache (allocated on first use, freed by `release`)."""
 
-    name = "onnxruntime"
-    row_paths = (1, 2)
-
     def __init__(self, engine: OrtEngine, n_ctx: int, min_rows: int = 1):
-        cfg = engine.config
-        if not 1 <= n_ctx <= cfg.context:
-            raise ModeError(f"$n_ctx {n_ctx} is out of range; this model supports 1..{cfg.context}")
-        self.engine = engine
-        self.config = cfg
-        self.n_ctx = n_ctx
-        self.min_rows = min_rows
+        super().__init__(engine, n_ctx, min_rows)
         self.segments = engine.segments
-        self.cache: KVCache | None = None
         self._drafter: OrtDrafter | None = None
-        self.adapter: str | None = None
         self._draft_model: DraftModel | None = None
 
     def draft_model(self) -> DraftModel | None:
@@ -319,25 +308,6 @@ class OrtRunner:
         n = _rows(hidden)
         hidden = _pad_rows(hidden, self.min_rows)
         return self.engine.run_head(self._head_io, hidden)[:n]
-
-    @property
-    def length(self) -> int:
-        return self.cache.length if self.cache is not None else 0
-
-    @property
-    def cache_bytes(self) -> int:
-        return self.cache.nbytes if self.cache is not None else 0
-
-    @property
-    def evicted(self) -> int:
-        """Positions dropped by eviction so far in this conversation."""
-        return self.cache.dropped if self.cache is not None else 0
-
-    @property
-    def kv_bytes(self) -> int:
-        """Bytes of cache the positions held now occupy (the buffers are allocated for n_ctx)."""
-        cfg = self.config
-        return self.cache.bytes_in_use(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim) if self.cache is not None else 0
 
     def truncate(self, n: int) -> None:
         if self.cache is not None:

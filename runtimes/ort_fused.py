@@ -1,4 +1,5 @@
-"""A mobile bundle's one graph of every layer and the head (export/mobile.py `fuse_head`), run as a Runner.
+"""A mobile bundle's one graph of every layer and the head (export/mobile.py `fuse_head`), run as a Runner;
+and `CachedRunner`, what it shares with OrtRunner.
 
 One call a token: the graph reads the new tokens, writes their keys and values in place (each layer's buffer
 bound as both past and present, as OrtRunner does), and returns logits only for the rows `logits_rows` picks.
@@ -33,11 +34,11 @@ def padded(a: np.ndarray, rows: int) -> np.ndarray:
     return a if len(a) >= rows else np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
 
 
-class OrtFusedRunner:
+class CachedRunner:
+    """What the ONNX Runtime runners share: the context check, and what they tell about their KV cache,
+    `self.cache` (None until the first call and after release)."""
     name = "onnxruntime"
     row_paths = (1, 2)
-    layered_hint = ("this mobile bundle runs every layer and the head as one graph; export it with --cuts, or "
-                    "without --target mobile")
 
     def __init__(self, engine, n_ctx: int, min_rows: int = 1):
         cfg = engine.config
@@ -49,6 +50,30 @@ class OrtFusedRunner:
         self.min_rows = min_rows
         self.adapter: str | None = None
         self.cache: KVCache | None = None
+
+    @property
+    def length(self) -> int:
+        return self.cache.length if self.cache is not None else 0
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.cache.nbytes if self.cache is not None else 0
+
+    @property
+    def evicted(self) -> int:
+        """Positions dropped by eviction so far in this conversation."""
+        return self.cache.dropped if self.cache is not None else 0
+
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of cache the positions held now occupy (the buffers are allocated for n_ctx)."""
+        cfg = self.config
+        return self.cache.bytes_in_use(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim) if self.cache is not None else 0
+
+
+class OrtFusedRunner(CachedRunner):
+    layered_hint = ("this mobile bundle runs every layer and the head as one graph; export it with --cuts, or "
+                    "without --target mobile")
 
     def use_adapter(self, name: str | None) -> None:
         if name is not None:
@@ -97,23 +122,6 @@ class OrtFusedRunner:
             self.engine.sessions[0].run_with_iobinding(io)
             self.cache.advance(0, self.config.n_layers, n)
         return out.numpy()[0, :len(scored)]
-
-    @property
-    def length(self) -> int:
-        return self.cache.length if self.cache is not None else 0
-
-    @property
-    def cache_bytes(self) -> int:
-        return self.cache.nbytes if self.cache is not None else 0
-
-    @property
-    def evicted(self) -> int:
-        return 0
-
-    @property
-    def kv_bytes(self) -> int:
-        cfg = self.config
-        return self.cache.bytes_in_use(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim) if self.cache is not None else 0
 
     def truncate(self, n: int) -> None:
         if self.cache is not None:
