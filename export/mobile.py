@@ -31,7 +31,6 @@ from pathlib import Path
 
 import onnx
 import onnxruntime as ort
-
 from onnx import TensorProto, helper
 
 from edgedec import manifest as mf

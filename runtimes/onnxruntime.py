@@ -26,15 +26,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from edgedec.errors import BundleError, ContextOverflowError, ModeError
+from edgedec.errors import BundleError, ModeError
 from edgedec.export.batching import batch_variant
 from edgedec.export.kv import QMAX, bytes_per_token, cache_dtype, cache_variant, cache_width, load_ranges, scales
-from edgedec.kvcache import KVCache, KVConfig
+from edgedec.kvcache import KVConfig
 
 from .draft_model import DraftModel, draft_bundle
 from .ort_batch import OrtBatchRunner
 from .ort_draft import OrtDrafter
-from .ort_fused import CachedRunner, OrtFusedRunner, bind_cache
+from .ort_fused import CachedRunner, OrtFusedRunner, bind_cache, bind_positions, padded
 
 _POOL_THREADS: int | None = None
 
@@ -216,17 +216,11 @@ class OrtRunner(CachedRunner):
 
     def _bind(self) -> None:
         """Allocate the cache and bind each layer's buffer as both past and present, once."""
-        cfg = self.config
-        # one spare slot per padding row: a padded call writes past the last real position
-        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.n_ctx + 1, self.engine.kv,
-                             self.engine.k_scales, rope_limit=cfg.context, rope_base=cfg.rope_base)
+        self.cache = self._new_cache()
         self._bindings, self._positions = [], []   # per segment: seqlens_k and total_seq_len, updated in place
         for seg, sess in zip(self.segments, self.engine.sessions):
             io = sess.io_binding()
-            seqlens, total = np.zeros(1, np.int32), np.zeros((), np.int32)
-            io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
-            io.bind_ortvalue_input("total_seq_len", ort.OrtValue.ortvalue_from_numpy(total))
-            self._positions.append((seqlens, total))
+            self._positions.append(bind_positions(io))
             bind_cache(io, self.cache, seg.start, seg.end)
             self._bindings.append(io)
         self._head_io = self.engine.head.io_binding()
@@ -275,9 +269,7 @@ class OrtRunner(CachedRunner):
                     raise ModeError(f"layers {start}..{end} do not fall on this bundle's cuts {self.cuts}; "
                                     "choose a cut point or export with more $cuts")
                 past = self.cache.offset[seg.start]
-                if past + n > self.n_ctx:
-                    raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
-                                               "reset the conversation, shorten the prompt, or raise $n_ctx")
+                self._check_fits(past, n)
                 if seg.start == 0:
                     io.bind_cpu_input("input_ids", x)
                 elif isinstance(out, np.ndarray):
@@ -346,11 +338,7 @@ def _numpy(hidden) -> np.ndarray:
 
 def _pad_rows(a, rows: int):
     """[1, S, ...] padded to at least `rows` rows by repeating the last one (unchanged when S >= rows)."""
-    n = _rows(a)
-    if n >= rows:
-        return a
-    a = _numpy(a)
-    return np.concatenate([a, np.repeat(a[:, -1:], rows - n, axis=1)], axis=1)
+    return a if _rows(a) >= rows else padded(_numpy(a), rows, axis=1)
 
 
 def _rows(hidden) -> int:

@@ -29,9 +29,21 @@ def bind_cache(io, cache: KVCache, start: int, end: int) -> None:
         io.bind_ortvalue_output(f"present_value_{i}", v)
 
 
-def padded(a: np.ndarray, rows: int) -> np.ndarray:
-    """a [S, ...] with its last entry repeated up to `rows` entries (unchanged when S >= rows)."""
-    return a if len(a) >= rows else np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)])
+def bind_positions(io) -> tuple[np.ndarray, np.ndarray]:
+    """Bind seqlens_k [1] and total_seq_len [] as arrays the caller sets in place before each run."""
+    seqlens, total = np.zeros(1, np.int32), np.zeros((), np.int32)
+    io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(seqlens))
+    io.bind_ortvalue_input("total_seq_len", ort.OrtValue.ortvalue_from_numpy(total))
+    return seqlens, total
+
+
+def padded(a: np.ndarray, rows: int, axis: int = 0) -> np.ndarray:
+    """`a` with its last entry along `axis` repeated up to `rows` entries (unchanged when it has as many)."""
+    n = a.shape[axis]
+    if n >= rows:
+        return a
+    last = np.take(a, [n - 1], axis=axis)
+    return np.concatenate([a, np.repeat(last, rows - n, axis=axis)], axis=axis)
 
 
 class CachedRunner:
@@ -50,6 +62,17 @@ class CachedRunner:
         self.min_rows = min_rows
         self.adapter: str | None = None
         self.cache: KVCache | None = None
+
+    def _new_cache(self) -> KVCache:
+        cfg = self.config
+        # one spare slot per padding row: a padded call writes past the last real position
+        return KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.n_ctx + 1, self.engine.kv,
+                       self.engine.k_scales, rope_limit=cfg.context, rope_base=cfg.rope_base)
+
+    def _check_fits(self, past: int, n: int) -> None:
+        if past + n > self.n_ctx:
+            raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
+                                       "reset the conversation, shorten the prompt, or raise $n_ctx")
 
     @property
     def length(self) -> int:
@@ -83,15 +106,10 @@ class OrtFusedRunner(CachedRunner):
         return None
 
     def _bind(self) -> None:
-        cfg = self.config
-        # one spare slot per padding row: a padded call writes past the last real position
-        self.cache = KVCache(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, self.n_ctx + 1, self.engine.kv,
-                             self.engine.k_scales, rope_limit=cfg.context, rope_base=cfg.rope_base)
+        self.cache = self._new_cache()
         self._io = self.engine.sessions[0].io_binding()
-        self._seqlens, self._total = np.zeros(1, np.int32), np.zeros((), np.int32)
-        self._io.bind_ortvalue_input("seqlens_k", ort.OrtValue.ortvalue_from_numpy(self._seqlens))
-        self._io.bind_ortvalue_input("total_seq_len", ort.OrtValue.ortvalue_from_numpy(self._total))
-        bind_cache(self._io, self.cache, 0, cfg.n_layers)
+        self._seqlens, self._total = bind_positions(self._io)
+        bind_cache(self._io, self.cache, 0, self.config.n_layers)
 
     def forward(self, tokens, all_logits: bool = False) -> np.ndarray:
         """Logits [S, V] of new tokens (all_logits), or [1, V] of the last; read prefill_chunk tokens a call."""
@@ -106,9 +124,7 @@ class OrtFusedRunner(CachedRunner):
             self._bind()
         n, rows = len(tokens), max(len(tokens), self.min_rows)
         past = self.cache.offset[0]
-        if past + n > self.n_ctx:
-            raise ContextOverflowError(f"{past + n} positions do not fit the {self.n_ctx}-token context; "
-                                       "reset the conversation, shorten the prompt, or raise $n_ctx")
+        self._check_fits(past, n)
         scored = np.arange(n) if every_row else np.array([n - 1])
         pick = padded(scored, self.min_rows)
         self.cache.make_room(rows)

@@ -8,15 +8,15 @@
  *     const r = await chat.generate([{ role: "user", content: "Hi" }], { maxTokens: 64 },
  *                                   (step) => process.stdout.write(step.text));
  *
- * KV cache. Each layer has one Float32Array for keys and one for values, [1, n_kv_heads, capacity,
- * head_dim] (Int8Array for a mobile bundle, whose graphs have an int8 cache built in: a quarter of the bytes). Every call feeds the same Tensor as `past_key_i` and fetches it as `present_key_i` (a
- * preallocated output in session.run's fetches), so GroupQueryAttention sees one buffer and writes the
- * new positions in place, as the Python runtime's IO binding does. onnxruntime-node (1.30) then copies
- * every fetched output into a fresh JS buffer for the result object, whatever we do with it; that copy
- * costs time in proportion to the buffer, so the cache is not allocated for nCtx up front but grown
- * `cacheChunk` positions at a time (the positions held move over once per growth); decoding still slows
- * down as the conversation grows. GroupQueryAttention's results do not depend on the capacity (checked:
- * bit-identical for 64, 100, 257 and 2049 slots).
+ * KV cache. Each layer has one Float32Array for keys and one for values, [1, n_kv_heads, capacity, head_dim]
+ * (Int8Array for a mobile bundle, whose graphs have an int8 cache built in). Every call feeds the same Tensor
+ * as `past_key_i` and fetches it as `present_key_i` (a preallocated output in session.run's fetches), so
+ * GroupQueryAttention sees one buffer and writes the new positions in place, as the Python runtime's IO
+ * binding does. onnxruntime-node (1.30) then copies every fetched output into a fresh JS buffer for the
+ * result object, whatever we do with it; that copy costs time in proportion to the buffer, so the cache is
+ * not allocated for nCtx up front but grown `cacheChunk` positions at a time (the positions held move over
+ * once per growth); decoding still slows down as the conversation grows. GroupQueryAttention's results do not
+ * depend on the capacity (checked: bit-identical for 64, 100, 257 and 2049 slots).
  *
  * A mobile bundle with one segment has the head inside that graph (manifest mobile.fused): one session, so one
  * thread pool whose workers may spin, and one call a token; its input logits_rows picks the rows to score.
@@ -298,7 +298,8 @@ export class Runner {
     const pick = BigInt64Array.from({ length: Math.max(scored, this.minRows) },
                                     (_, i) => BigInt(everyRow ? Math.min(i, n - 1) : n - 1));
     const ids = this.prepare(tokens);     // (first: it binds the cache into feeds and fetches)
-    const feeds = { ...this.feeds[0], input_ids: ids, logits_rows: new this.engine.ort.Tensor("int64", pick, [pick.length]) };
+    const rows = new this.engine.ort.Tensor("int64", pick, [pick.length]);
+    const feeds = { ...this.feeds[0], input_ids: ids, logits_rows: rows };
     const result = await this.engine.sessions[0].run(feeds, this.fetches[0]);
     this.advance(n);
     return (result.logits.data as Float32Array).subarray(0, scored * this.engine.config.vocab);
